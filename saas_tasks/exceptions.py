@@ -1,0 +1,52 @@
+"""Every error the pack raises, under one root.
+
+    SaasTasksError
+    ├── ConfigurationError        a setting is missing or wrong; names the variable and the fix
+    ├── BrokerUnavailable         .delay() could not reach the broker within the publish timeout
+    ├── TransientError            worth retrying: the retry policies retry this family only
+    │   └── DuplicateInProgress   another run holds the idempotency key right now
+    └── PermanentError            never retried; the task goes to the dead-letter queue at once
+        ├── InvalidPayload        the payload does not match the task's schema
+        ├── LockHeld              the overlap lock is held by a previous run
+        └── DeadLetterNotFound    no dead letter with that id
+
+Messages name the cause and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class SaasTasksError(Exception):
+    """Root of every error raised by saas_tasks."""
+
+
+class ConfigurationError(SaasTasksError):
+    """A setting is missing, malformed or unsafe; raised at start, never mid-task."""
+
+
+class BrokerUnavailable(SaasTasksError):
+    """The broker (or result store) did not answer within the publish timeout."""
+
+
+class TransientError(SaasTasksError):
+    """A failure that may succeed later (a network blip, a busy server): retried by policy."""
+
+
+class DuplicateInProgress(TransientError):
+    """Another run holds the idempotency key; this delivery waits and tries again."""
+
+
+class PermanentError(SaasTasksError):
+    """A failure that will not go away by retrying; the task fails for good at once."""
+
+
+class InvalidPayload(PermanentError):
+    """The task's arguments do not match its declared schema."""
+
+
+class LockHeld(PermanentError):
+    """The overlap lock for a job is held by a run that is still going."""
+
+
+class DeadLetterNotFound(PermanentError):
+    """No dead letter has the given id."""
