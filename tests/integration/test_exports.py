@@ -125,9 +125,24 @@ def as_written(fmt: str, value: Any) -> Any:
     return None if cell == "" else to_ms(cell)
 
 
+class Millis:
+    """A timestamp as XLSX keeps it: a float count of days, read back to the millisecond, so
+    a value with microseconds (``…008500``) can come back one millisecond either way."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.ms = moment.timestamp() * 1000
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Millis) and abs(self.ms - other.ms) <= 1
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Millis({self.ms:.3f})"
+
+
 def to_ms(value: Any) -> Any:
-    """Excel keeps timestamps to the millisecond."""
-    return round(value.timestamp() * 1000) if isinstance(value, datetime) else value
+    return Millis(value) if isinstance(value, datetime) else value
 
 
 @pytest.mark.parametrize(
