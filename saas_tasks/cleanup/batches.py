@@ -125,13 +125,23 @@ def purge_target(
     size = report.limits.batch_size
     after: Any = None  # where the next batch starts in the target's order
 
-    def batch() -> tuple[int, int]:
-        nonlocal after
-        with engine.begin() as connection:
-            chosen, deleted, after = queries.delete_batch(connection, target, cutoff, size, after)
-        return chosen, deleted
+    with engine.connect() as connection:  # one connection for the run, a transaction a batch
 
-    return run_in_batches(report, target.label, batch)
+        def batch() -> tuple[int, int]:
+            nonlocal after
+            try:
+                with connection.begin():
+                    chosen, deleted, after = queries.delete_batch(
+                        connection, target, cutoff, size, after
+                    )
+            except queries.RowsHeld:  # rolled back; again, leaving the held rows
+                with connection.begin():
+                    chosen, deleted, after = queries.delete_batch(
+                        connection, target, cutoff, size, after, skip_locked=True
+                    )
+            return chosen, deleted
+
+        return run_in_batches(report, target.label, batch)
 
 
 @contextmanager

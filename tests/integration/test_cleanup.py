@@ -74,6 +74,44 @@ def test_audit_and_system_logs_older_than_ninety_days_go(clean_state: None) -> N
     assert count(SystemLog, SystemLog.message == "new") == 2
 
 
+def test_more_expired_rows_at_one_age_than_a_batch_holds_still_go_a_batch_at_a_time(
+    clean_state: None,
+) -> None:
+    # All 20 share one created_at, so no age separates one batch from the next.
+    add_audit_logs(expired=20, live=3)
+
+    report = purges.purge_audit_logs(FAST, now=NOW)
+
+    assert report.deleted["audit_logs"] == 20
+    assert report.batches >= 3  # never more than 7 rows at once
+    assert count(AuditLog) == 3 and count(AuditLog, AuditLog.action == "old") == 0
+
+
+def test_an_expired_session_the_app_holds_is_left_for_the_next_run_without_waiting_on_it(
+    clean_state: None,
+) -> None:
+    from saas_tasks.db import get_engine
+
+    engine = get_engine()
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks held by another transaction need PostgreSQL")
+    add_sessions(expired=20, live=5)
+    with session_scope() as session:
+        held = session.execute(
+            select(UserSession.id).where(UserSession.token_hash == "t3")
+        ).scalar_one()
+
+    with engine.connect() as app:  # the app, mid-request, holding one expired session
+        app.execute(select(UserSession).where(UserSession.id == held).with_for_update())
+        report = purges.purge_expired_sessions(FAST, now=NOW)
+        app.rollback()
+
+    assert report.finished and report.deleted == {"sessions": 19}
+    assert count(UserSession, UserSession.id == held) == 1
+    assert purges.purge_expired_sessions(FAST, now=NOW).deleted == {"sessions": 1}
+    assert count(UserSession) == 5
+
+
 def test_the_retention_is_a_setting(clean_state: None, settings_env: pytest.MonkeyPatch) -> None:
     add_audit_logs(expired=3, live=0, age_days=31)
     add_audit_logs(expired=2, live=0, age_days=29)
