@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Select, delete, func, select
 
 from saas_tasks.db import session_scope
@@ -50,6 +50,15 @@ class DeadLetterEntry(BaseModel):  # type: ignore[no-redef]  # pydantic plugin: 
     worker: str | None = None
     failed_at: datetime = Field(default_factory=utcnow)
 
+    @field_validator("args", "kwargs", "headers", mode="before")
+    @classmethod
+    def _cut_deep_nesting(cls, value: Any) -> Any:
+        """A payload nested deeper than pydantic serializes (255 levels; a poison or fuzzed
+        message can be) would make the entry itself unsendable and the dead letter lost. The
+        levels below :data:`MAX_DEPTH` are kept as a marker instead: the entry still records
+        which task failed, why, and the payload's shape; a replay of it sends the cut payload."""
+        return _cut_depth(value, MAX_DEPTH)
+
     def trimmed(self) -> DeadLetterEntry:
         """Long texts cut in the middle; NUL characters (which PostgreSQL's text and JSONB
         refuse, and poison messages carry) written as ``\\x00``."""
@@ -63,6 +72,21 @@ class DeadLetterEntry(BaseModel):  # type: ignore[no-redef]  # pydantic plugin: 
                 "headers": _storable(self.headers),
             }
         )
+
+
+#: How deep a stored payload may nest (pydantic's JSON serializer stops at 255 levels).
+MAX_DEPTH = 100
+CUT_MARKER = f"[nested deeper than {MAX_DEPTH} levels: cut]"
+
+
+def _cut_depth(value: Any, levels: int) -> Any:
+    if isinstance(value, dict | list | tuple):
+        if levels <= 0:
+            return CUT_MARKER
+        if isinstance(value, dict):
+            return {key: _cut_depth(item, levels - 1) for key, item in value.items()}
+        return [_cut_depth(item, levels - 1) for item in value]
+    return value
 
 
 def _text(value: str) -> str:

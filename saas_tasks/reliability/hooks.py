@@ -15,6 +15,7 @@ import traceback as tb_module
 from typing import Any
 
 from celery import Celery, signals
+from pydantic import ValidationError
 
 from saas_tasks.exceptions import ConfigurationError, InvalidPayload
 from saas_tasks.reliability.deadletter import DeadLetterEntry, drain_spool, spool
@@ -99,16 +100,20 @@ def on_task_failure(
         retries=int(getattr(request, "retries", 0) or 0),
         worker=getattr(request, "hostname", None),
     )
-    if entry.task_name == RECORD_TASK:
+    if entry.task_name == RECORD_TASK and not isinstance(exception, InvalidPayload):
         # Storing a dead letter failed for good (a very long database outage): keep the
         # original entry on disk rather than loop through the queue again.
         original = (kwargs or {}).get("entry")
-        if isinstance(original, dict):
-            path = spool(DeadLetterEntry.model_validate(original))
-            log.critical(
-                "could not store dead letter %s; spooled to %s", original.get("task_id"), path
-            )
-        return
+        try:
+            kept = DeadLetterEntry.model_validate(original)
+        except ValidationError:
+            kept = None  # not an entry after all: record the call itself, below
+        if kept is not None:
+            path = spool(kept)
+            log.critical("could not store dead letter %s; spooled to %s", kept.task_id, path)
+            return
+    # A malformed call of the record task itself is recorded like any invalid payload: the
+    # entry describing it is valid, so storing it cannot fail the same way again.
     publish_entry(sender.app, entry)
 
 
