@@ -32,8 +32,12 @@ class FriendlyGroup(click.Group):
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--database-url", metavar="URL", default=None,
-              help="Use this database instead of DATABASE_URL (for one command).")
+@click.option(
+    "--database-url",
+    metavar="URL",
+    default=None,
+    help="Use this database instead of DATABASE_URL (for one command).",
+)
 def cli(database_url: str | None) -> None:
     """Operate a saas-tasks deployment: migrations and the dead-letter queue."""
     if database_url:

@@ -32,8 +32,9 @@ class Since(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.
 
     name = "WHEN"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> datetime:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         text = str(value)
@@ -44,8 +45,12 @@ class Since(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.
         try:
             moment = datetime.fromisoformat(text.strip())
         except ValueError:
-            self.fail(f"{text!r} is neither an ISO date/datetime (2024-05-01, "
-                      "2024-05-01T12:00) nor a relative time (30m, 2h, 3d, 1w)", param, ctx)
+            self.fail(
+                f"{text!r} is neither an ISO date/datetime (2024-05-01, "
+                "2024-05-01T12:00) nor a relative time (30m, 2h, 3d, 1w)",
+                param,
+                ctx,
+            )
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -53,14 +58,24 @@ def filter_options(status_default: str | None = None) -> Callable[[F], F]:
     """Add the shared filters to a command; :func:`take_filters` collects them again."""
     options = [
         click.option("--task", metavar="NAME", help="Only this task name."),
-        click.option("--exception", metavar="TYPE",
-                     help="Only this exception type (ValueError or a dotted name)."),
+        click.option(
+            "--exception",
+            metavar="TYPE",
+            help="Only this exception type (ValueError or a dotted name).",
+        ),
         click.option("--since", type=Since(), help="Last failure at or after WHEN."),
-        click.option("--status", type=click.Choice(["pending", "replayed"]),
-                     default=status_default, show_default=status_default is not None,
-                     help="Only entries in this state."),
-        click.option("--reason", metavar="REASON",
-                     help="failure, invalid_payload, unknown_task, rejected, decode_error."),
+        click.option(
+            "--status",
+            type=click.Choice(["pending", "replayed"]),
+            default=status_default,
+            show_default=status_default is not None,
+            help="Only entries in this state.",
+        ),
+        click.option(
+            "--reason",
+            metavar="REASON",
+            help="failure, invalid_payload, unknown_task, rejected, decode_error.",
+        ),
     ]
 
     def decorate(fn: F) -> F:
@@ -149,11 +164,17 @@ def _describe(row: DeadLetter) -> str:
 @click.argument("entry_id", metavar="[ID]", required=False)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every entry matching the filters.")
 @filter_options(status_default="pending")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="With --all: at most this many (the most recent failures).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="With --all: at most this many (the most recent failures).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed; change nothing.")
-def replay_command(entry_id: str | None, replay_all: bool, limit: int, dry_run: bool,
-                   **params: Any) -> None:
+def replay_command(
+    entry_id: str | None, replay_all: bool, limit: int, dry_run: bool, **params: Any
+) -> None:
     """Re-enqueue a dead task under its original name and arguments; mark it replayed.
 
     Give one ID, or --all with filters (pending entries only unless --status replayed).
@@ -179,8 +200,9 @@ def _replay_rows(rows: list[DeadLetter], single: bool) -> None:
     send, done = celery_sender(), 0
     for row in rows:
         if row.reason in deadletter.UNREPLAYABLE and not single:
-            click.echo(f"skipped {_describe(row)}: a {row.reason} message cannot be re-run",
-                       err=True)
+            click.echo(
+                f"skipped {_describe(row)}: a {row.reason} message cannot be re-run", err=True
+            )
             continue
         new_id = deadletter.replay(row.id, send)
         click.echo(f"replayed {_describe(row)} as {new_id}")
@@ -198,8 +220,11 @@ def purge_command(yes: bool, dry_run: bool, **params: Any) -> None:
     matching = sum(n for _, _, n in deadletter.stats(filters))
     scope = "matching the filters" if filters != Filters() else "(ALL of them: no filters)"
     if dry_run or matching == 0:
-        click.echo(f"{output.count(matching)} {scope} would be deleted (nothing changed)"
-                   if dry_run else "no dead letters match; nothing deleted")
+        click.echo(
+            f"{output.count(matching)} {scope} would be deleted (nothing changed)"
+            if dry_run
+            else "no dead letters match; nothing deleted"
+        )
         return
     if not yes:
         click.confirm(f"Delete {output.count(matching)} {scope}?", abort=True, err=True)
@@ -217,9 +242,11 @@ def drain_spool_command() -> None:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     except Exception as exc:
-        raise BrokerUnavailable(f"the broker did not answer ({type(exc).__name__}: {exc}); "
-                                f"the spool at {deadletter.spool_path()} is left as it is") from exc
+        raise BrokerUnavailable(
+            f"the broker did not answer ({type(exc).__name__}: {exc}); "
+            f"the spool at {deadletter.spool_path()} is left as it is"
+        ) from exc
     forwarded = deadletter.drain_spool(lambda entry: send_entry(app, entry))
-    click.echo(f"forwarded {output.count(forwarded, 'spooled dead letter')} "
-               f"from {deadletter.spool_path()}")
-
+    click.echo(
+        f"forwarded {output.count(forwarded, 'spooled dead letter')} from {deadletter.spool_path()}"
+    )

@@ -70,8 +70,10 @@ def friendly_errors() -> Iterator[None]:
     except sqlalchemy.exc.DBAPIError as exc:
         raise _database_error(exc) from None
     except (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError) as exc:
-        raise BrokerProblem(f"the broker did not answer ({_first_line(exc)}); is it running? "
-                            "Check REDIS_URL / BROKER_URL") from None
+        raise BrokerProblem(
+            f"the broker did not answer ({_first_line(exc)}); is it running? "
+            "Check REDIS_URL / BROKER_URL"
+        ) from None
 
 
 def _database_error(exc: sqlalchemy.exc.DBAPIError) -> DatabaseProblem:
@@ -80,12 +82,17 @@ def _database_error(exc: sqlalchemy.exc.DBAPIError) -> DatabaseProblem:
     # SQLite: OperationalError "no such table"; PostgreSQL: ProgrammingError "relation … does
     # not exist" (a missing *database* is an OperationalError "database … does not exist").
     missing_table = "no such table" in cause or (
-        isinstance(exc, sqlalchemy.exc.ProgrammingError) and "does not exist" in cause)
+        isinstance(exc, sqlalchemy.exc.ProgrammingError) and "does not exist" in cause
+    )
     if missing_table:
-        return DatabaseProblem(f"the database at {where} has no saas-tasks tables ({cause}); "
-                               "run `saas-tasks db upgrade`")
-    return DatabaseProblem(f"cannot use the database at {where} ({cause}): is it running? "
-                           "did you run `saas-tasks db upgrade`?")
+        return DatabaseProblem(
+            f"the database at {where} has no saas-tasks tables ({cause}); "
+            "run `saas-tasks db upgrade`"
+        )
+    return DatabaseProblem(
+        f"cannot use the database at {where} ({cause}): is it running? "
+        "did you run `saas-tasks db upgrade`?"
+    )
 
 
 def _database_url() -> str:

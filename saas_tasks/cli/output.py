@@ -44,11 +44,17 @@ def short_type(qualified: str) -> str:
 def summary(row: DeadLetter) -> dict[str, Any]:
     """What ``dlq list --json`` gives per entry: enough to pick one, no payload."""
     return {
-        "id": row.id, "task_id": row.task_id, "task_name": row.task_name, "reason": row.reason,
+        "id": row.id,
+        "task_id": row.task_id,
+        "task_name": row.task_name,
+        "reason": row.reason,
         "exception_type": row.exception_type,
         "exception_message": redact_url(row.exception_message),
-        "retries": row.retries, "failure_count": row.failure_count, "status": row.status,
-        "first_failed_at": iso(row.first_failed_at), "last_failed_at": iso(row.last_failed_at),
+        "retries": row.retries,
+        "failure_count": row.failure_count,
+        "status": row.status,
+        "first_failed_at": iso(row.first_failed_at),
+        "last_failed_at": iso(row.last_failed_at),
         "replay_task_id": row.replay_task_id,
     }
 
@@ -59,11 +65,14 @@ def detail(row: DeadLetter, reveal: bool) -> dict[str, Any]:
     return {
         **summary(row),
         "exception_message": row.exception_message if reveal else redact_url(row.exception_message),
-        "queue": row.queue, "worker": row.worker,
-        "args": hide(row.args or []), "kwargs": hide(row.kwargs or {}),
+        "queue": row.queue,
+        "worker": row.worker,
+        "args": hide(row.args or []),
+        "kwargs": hide(row.kwargs or {}),
         "headers": hide(row.headers or {}),
         "traceback": row.traceback if reveal else redact_url(row.traceback),
-        "replayed_at": iso(row.replayed_at), "replay_count": row.replay_count,
+        "replayed_at": iso(row.replayed_at),
+        "replay_count": row.replay_count,
     }
 
 
@@ -83,16 +92,40 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 def entries_table(rows: Sequence[DeadLetter]) -> None:
     echo_table(
         ["ID", "LAST FAILURE", "TASK", "EXCEPTION", "RETRIES", "STATUS", "MESSAGE"],
-        [[r.id, short_time(r.last_failed_at), r.task_name, short_type(r.exception_type),
-          r.retries, r.status, one_line(redact_url(r.exception_message), 60)] for r in rows],
+        [
+            [
+                r.id,
+                short_time(r.last_failed_at),
+                r.task_name,
+                short_type(r.exception_type),
+                r.retries,
+                r.status,
+                one_line(redact_url(r.exception_message), 60),
+            ]
+            for r in rows
+        ],
     )
 
 
 def entry_text(data: dict[str, Any]) -> None:
     """``dlq show`` for people: the fields, then the payload, then the traceback last."""
-    fields = ["id", "task_id", "task_name", "reason", "status", "queue", "worker",
-              "exception_type", "retries", "failure_count", "first_failed_at",
-              "last_failed_at", "replay_count", "replayed_at", "replay_task_id"]
+    fields = [
+        "id",
+        "task_id",
+        "task_name",
+        "reason",
+        "status",
+        "queue",
+        "worker",
+        "exception_type",
+        "retries",
+        "failure_count",
+        "first_failed_at",
+        "last_failed_at",
+        "replay_count",
+        "replayed_at",
+        "replay_task_id",
+    ]
     width = max(len(f) for f in fields) + 1
     for name in fields:
         value = data[name]
