@@ -29,6 +29,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from _report import Goal, skip_without_postgres
+from _report import report as report_goals  # `report` below is the purge's
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/cleanup_bench"
 
@@ -156,6 +159,12 @@ def main() -> int:
     args = parser.parse_args()
     if not args.database_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         parser.error("the benchmark runs on PostgreSQL: --database-url postgresql://...")
+    skip_without_postgres(
+        "cleanup",
+        args.database_url,
+        "CLEANUP_BENCH_DATABASE_URL / --database-url",
+        ["<= 2x the single DELETE", "longest batch <= 250 ms", "insert p99 <= 50 ms"],
+    )
 
     os.environ["DATABASE_URL"] = args.database_url
     sys.path.insert(0, str(ROOT))
@@ -230,6 +239,27 @@ def main() -> int:
     ]
     for goal, figure, met in goals:
         print(f"goal: {goal:<55} {figure:>10}  {'met' if met else 'NOT met'}")
+    delete_p99 = p99(delete_lat)
+    report_goals(
+        "cleanup",
+        [
+            Goal(
+                f"purge {purge_s:.2f} s",
+                f"single DELETE {delete_s:.2f} s",
+                ratio,
+                "<= 2x",
+                ratio <= 2.0,
+            ),
+            Goal(f"longest batch {longest:.0f} ms", "-", None, "<= 250 ms", longest <= 250),
+            Goal(
+                f"insert p99 {insert_p99:.1f} ms (purge)",
+                f"insert p99 {delete_p99:.1f} ms (DELETE)",
+                insert_p99 / delete_p99 if delete_p99 else None,
+                "<= 50 ms",
+                insert_p99 <= 50,
+            ),
+        ],
+    )
     return 0 if all(met for *_, met in goals) else 1
 
 

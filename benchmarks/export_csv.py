@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import Goal, report, skip_without_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
 URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/exports_bench")
 TABLE = "bench_export_rows"
@@ -120,6 +122,12 @@ def run(kind: str, rows: int) -> None:
 
 
 def main() -> None:
+    skip_without_postgres(
+        "export_csv",
+        URL,
+        "BENCH_DATABASE_URL",
+        ["time <= 1.5x COPY", "peak RSS <= 150 MB", "RSS 1M / 100k <= 1.2x"],
+    )
     setup()
     pack = measured("pack", ROWS)
     copy = measured("copy", ROWS)
@@ -155,6 +163,27 @@ def main() -> None:
     print(
         f"pack RSS 1M / 100k:     {rss_ratio:.2f}x  (goal <= 1.2x)  "
         f"{'met' if rss_ratio <= 1.2 else 'NOT met'}"
+    )
+    pack_s, pack_mb = pack["seconds"], pack["peak_rss_mb"]
+    report(
+        "export_csv",
+        [
+            Goal(
+                f"pack CSV 1M {pack_s:.2f} s",
+                f"COPY {copy['seconds']:.2f} s",
+                time_ratio,
+                "<= 1.5x",
+                time_ratio <= 1.5,
+            ),
+            Goal(f"pack peak RSS {pack_mb:.0f} MB", "-", None, "<= 150 MB", pack_mb <= 150),
+            Goal(
+                f"pack RSS 1M {pack_mb:.0f} MB",
+                f"100k {small['peak_rss_mb']:.0f} MB",
+                rss_ratio,
+                "<= 1.2x",
+                rss_ratio <= 1.2,
+            ),
+        ],
     )
 
 

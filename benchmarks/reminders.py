@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from email_throughput import CELERY, ROOT, free_port, process, wait_port
+from _report import Goal, report, skip, skip_without_postgres
+from email_throughput import CELERY, ROOT, free_port, process, smtp_sink_missing, wait_port
 
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
@@ -124,6 +125,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
+    skip_without_postgres("reminders", args.database_url, "--database-url", ["<= 30 s end to end"])
+    if smtp_sink_missing():
+        why = "needs Postfix's smtp-sink (apt-get install postfix)"
+        return skip("reminders", why, ["<= 30 s end to end"])
 
     work = Path(tempfile.mkdtemp(prefix="saas-tasks-reminders-"))
     sink_dir = work / "sink"
@@ -206,6 +211,8 @@ def run(args: argparse.Namespace, sink_dir: Path) -> None:
     print(f"second trigger: {again}; new messages: {extra}")
     if extra or again["enqueued"]:
         raise SystemExit("FAILED: the second trigger sent something")
+    rate = f"{args.due:,} reminders in {elapsed:.1f} s"
+    report("reminders", [Goal(rate, "-", None, "<= 30 s end to end", elapsed <= 30)])
 
 
 if __name__ == "__main__":
