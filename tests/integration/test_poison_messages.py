@@ -57,9 +57,10 @@ def publish_raw(
     content_type: str,
     headers: dict[str, Any],
     content_encoding: str = "utf-8",
+    queue_name: str = QUEUE,
 ) -> None:
-    """Publish ``body`` as is (no serializer) to the ``default`` queue."""
-    queue = app.amqp.queues[QUEUE]
+    """Publish ``body`` as is (no serializer) to ``queue_name`` (the ``default`` queue)."""
+    queue = app.amqp.queues[queue_name]
     with app.connection_for_write() as connection:
         connection.Producer().publish(
             body,

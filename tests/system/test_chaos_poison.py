@@ -1,0 +1,140 @@
+"""Chaos: poison messages published straight to the broker, as a foreign producer or an attacker
+would, to a real ``celery worker`` subprocess: each is refused, none runs, each is recorded as
+a dead letter once, and the worker keeps consuming (a good task sent after them runs).
+
+The integration tier covers each kind against an in-process worker
+(tests/integration/test_poison_messages.py, whose message-building helpers these reuse); here
+they arrive back to back at a prefork worker on the system queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saas_tasks import app
+from saas_tasks.reliability import deadletter
+from tests import sample_tasks
+from tests.conftest import wait_for
+from tests.integration import test_poison_messages as poison
+from tests.integration.test_poison_messages import EMBED, _Canary, protocol2_headers
+from tests.system.conftest import QUEUE, CeleryProcess
+
+HUGE = 5 * 1024 * 1024
+
+
+def publish_raw(
+    body: bytes, content_type: str, headers: dict[str, Any], content_encoding: str = "utf-8"
+) -> None:
+    """Publish ``body`` as is (no serializer) to the system queue."""
+    poison.publish_raw(app, body, content_type, headers, content_encoding, queue_name=QUEUE)
+
+
+def envelope_without_task(client: Any) -> None:
+    """A kombu envelope (valid JSON, as kombu's Redis transport stores it) whose message has no
+    headers at all, so no task name: pushed onto the queue's list with redis-py itself."""
+    envelope = {
+        "body": base64.b64encode(b'{"no": "task"}').decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {},
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+            "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE},
+            "priority": 0,
+        },
+    }
+    client.lpush(QUEUE, json.dumps(envelope))
+
+
+def entries_by_task_id() -> dict[str, Any]:
+    return {entry.task_id: entry for entry in deadletter.list_entries(deadletter.Filters())}
+
+
+@pytest.mark.timeout(120)
+def test_poison_messages_are_each_refused_and_dead_lettered_and_the_worker_keeps_consuming(
+    system_worker: CeleryProcess, redis_client: Any, tmp_path: Path
+) -> None:
+    canary = tmp_path / "unpickled"
+    ids = {kind: str(uuid.uuid4()) for kind in ("not_json", "unknown", "pickle", "huge")}
+    publish_raw(
+        b"{this is not json: \xff\xfe",
+        "application/json",
+        protocol2_headers("tests.mark", ids["not_json"]),
+    )
+    publish_raw(
+        json.dumps([["payload"], {"key": "value"}, EMBED]).encode(),
+        "application/json",
+        protocol2_headers("nope.missing", ids["unknown"]),
+    )
+    publish_raw(
+        pickle.dumps((("pickled", _Canary(canary)), {}, EMBED)),
+        "application/x-python-serialize",
+        protocol2_headers("tests.mark", ids["pickle"]),
+        content_encoding="binary",
+    )
+    publish_raw(
+        b"[" + b"y" * HUGE, "application/json", protocol2_headers("tests.mark", ids["huge"])
+    )
+    envelope_without_task(redis_client)
+    marker = uuid.uuid4().hex
+    good = sample_tasks.echo.apply_async((marker,), queue=QUEUE)
+
+    assert good.get(timeout=30) == marker  # the worker kept consuming, after all five
+    stored = wait_for(
+        lambda: (found := entries_by_task_id()) and len(found) > len(ids) and found,
+        timeout=30,
+        message="the five dead letters",
+    )
+    [headerless] = [entry for task_id, entry in stored.items() if task_id not in ids.values()]
+    by_kind = {kind: stored[task_id] for kind, task_id in ids.items()}
+    assert by_kind["not_json"].reason == "decode_error"
+    assert by_kind["not_json"].exception_type == "kombu.exceptions.DecodeError"
+    assert "this is not json" in by_kind["not_json"].headers["body"]
+    assert by_kind["unknown"].reason == "unknown_task"
+    assert by_kind["unknown"].task_name == "nope.missing"
+    assert by_kind["unknown"].args == ["payload"] and by_kind["unknown"].kwargs == {"key": "value"}
+    assert by_kind["pickle"].reason == "rejected"
+    assert by_kind["pickle"].exception_type == "kombu.exceptions.ContentDisallowed"
+    assert by_kind["huge"].reason == "decode_error"
+    assert len(by_kind["huge"].headers["body"]) <= 10_100  # kept small: the middle is cut
+    assert headerless.reason == "rejected" and headerless.task_name == "unknown"
+    assert '{"no": "task"}' in headerless.headers["body"]
+    for entry in [*by_kind.values(), headerless]:
+        assert entry.queue == QUEUE and entry.failure_count == 1
+    assert len(stored) == len(ids) + 1  # nothing else failed: the good task did not
+    assert not canary.exists()  # the pickle was never unpickled
+    assert redis_client.llen("test:mark") == 0  # and no poison ran as tests.mark
+    assert redis_client.llen(QUEUE) == 0  # acked or rejected, none left to come back
+    assert system_worker.alive()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pack bug: a Redis list entry that is not a kombu JSON envelope stops the worker "
+    "('Unrecoverable error: JSONDecodeError' in kombu's _brpop_read); the entry is lost, no "
+    "dead letter is written, and nothing is consumed until the worker is restarted",
+)
+@pytest.mark.timeout(120)
+def test_a_queue_entry_that_is_not_a_kombu_envelope_is_dead_lettered_and_the_worker_goes_on(
+    system_worker: CeleryProcess, redis_client: Any
+) -> None:
+    redis_client.lpush(QUEUE, b"\x00\xffnot an envelope at all")
+    marker = uuid.uuid4().hex
+    good = sample_tasks.echo.apply_async((marker,), queue=QUEUE)
+    wait_for(
+        lambda: good.ready() or not system_worker.alive(),
+        timeout=30,
+        message="the good task to run, or the worker to stop",
+    )
+
+    assert system_worker.alive(), system_worker.log()[-3000:]
+    assert good.get(timeout=5) == marker
+    assert any("not an envelope" in str(e.headers) for e in entries_by_task_id().values())

@@ -1,0 +1,124 @@
+"""Chaos: the broker's Redis SIGKILLed and restarted (append-only file on) under a running
+worker with a backlog.
+
+The test runs a Redis of its own on a free port (whatever ``REDIS_URL`` says), and points both
+sides at it: the ``celery worker`` subprocess, and the producers, which run in fresh
+interpreters as a web app's processes would (the pack reads ``REDIS_URL`` once, at import).
+The tasks are ``tests.audit``, whose effect is an ``audit_logs`` row committed with its
+idempotency record, so the database tells what ran, independently of Redis. What must hold:
+
+* nothing enqueued before the restart is lost: every task of the backlog runs, once;
+* ``.delay()`` while Redis is down raises ``BrokerUnavailable`` within 2 s, naming the broker;
+* the worker consumes again within 10 s of Redis coming back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from saas_tasks.db import session_scope
+from saas_tasks.models import AuditLog
+from tests.conftest import wait_for
+from tests.services import redis_answers
+from tests.system.chaos_support import RestartableRedis, run_python
+from tests.system.conftest import QUEUE, SystemProcesses
+
+BACKLOG = 400
+ENQUEUE = """
+import json
+from tests.sample_tasks import audit
+for number in range({count}):
+    audit.apply_async(kwargs={{"ref": "{prefix}-%d" % number}}, queue="{queue}")
+print(json.dumps({{"enqueued": {count}}}))
+"""
+PROBE = """
+import json, time
+from tests.sample_tasks import echo
+started = time.monotonic()
+try:
+    echo.delay("during the outage")
+except Exception as exc:
+    outcome = {"type": f"{type(exc).__module__}.{type(exc).__name__}", "message": str(exc)}
+else:
+    outcome = {"type": None, "message": "enqueued"}
+outcome["elapsed"] = time.monotonic() - started
+print(json.dumps(outcome))
+"""
+
+
+@pytest.fixture()
+def private_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def audited(prefix: str) -> tuple[int, int]:
+    """(rows, distinct refs) that the tasks of ``prefix`` committed."""
+    with session_scope() as session:
+        rows, refs = session.execute(
+            select(func.count(), func.count(AuditLog.target.distinct())).where(
+                AuditLog.action == "test.audit", AuditLog.target.like(f"{prefix}-%")
+            )
+        ).one()
+    return int(rows), int(refs)
+
+
+@pytest.mark.timeout(120)
+def test_a_redis_restart_loses_no_enqueued_task_fails_delay_fast_and_the_worker_resumes(
+    system_processes: SystemProcesses, private_redis: RestartableRedis
+) -> None:
+    on_private = {
+        "REDIS_URL": private_redis.url,
+        "BROKER_URL": private_redis.url,
+        "RESULT_BACKEND": private_redis.url,
+    }
+    prefix = f"backlog-{time.monotonic_ns()}"
+    # The backlog is enqueued before any worker runs, so that most of it waits in Redis.
+    enqueue = ENQUEUE.format(count=BACKLOG, prefix=prefix, queue=QUEUE)
+    assert run_python(enqueue, **on_private) == {"enqueued": BACKLOG}
+    worker = system_processes.worker("consumer", **on_private)
+    wait_for(lambda: audited(prefix)[0] >= 20, timeout=30, message="the worker under way")
+
+    private_redis.kill()
+    done_at_kill = audited(prefix)[0]
+    assert done_at_kill < BACKLOG - 100, "the backlog drained before the kill"
+    probe = run_python(PROBE, **on_private)
+    worker.wait_for_log("Connection to broker lost", timeout=15)
+    waiting = audited(prefix)[0]
+
+    private_redis.start()  # same port, same data directory: what the AOF kept comes back
+    back = time.monotonic()
+    assert redis_answers(private_redis.url)
+    wait_for(
+        lambda: audited(prefix)[0] > waiting,
+        timeout=10,
+        message="the worker to consume again within 10 s of Redis coming back",
+    )
+    resumed_after = time.monotonic() - back
+    wait_for(
+        lambda: audited(prefix)[1] == BACKLOG,
+        timeout=60,
+        message=f"all {BACKLOG} tasks enqueued before the restart to run",
+    )
+    rows, refs = audited(prefix)
+    print(
+        f"\nchaos redis: {BACKLOG} enqueued, {done_at_kill} done at the kill, {waiting} when "
+        f"Redis came back; .delay() failed in {probe['elapsed']:.2f}s; consuming again "
+        f"{resumed_after:.2f}s after Redis came back; {rows} rows for {refs} refs"
+    )
+
+    assert probe["type"] == "saas_tasks.exceptions.BrokerUnavailable", probe
+    assert probe["elapsed"] < 2.0, probe
+    assert f"127.0.0.1:{private_redis.port}" in probe["message"]
+    assert "nothing was enqueued" in probe["message"]
+    assert resumed_after < 10
+    assert rows == refs == BACKLOG  # every task ran, and ran once
+    assert worker.alive()
