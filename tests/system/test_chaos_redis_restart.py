@@ -28,6 +28,7 @@ from tests.conftest import wait_for
 from tests.services import redis_answers
 from tests.system.chaos_support import RestartableRedis, run_python
 from tests.system.conftest import QUEUE, SystemProcesses
+from tests.system.test_broker_down import SCRIPT as PROBE  # .delay(), timed, as JSON
 
 BACKLOG = 400
 ENQUEUE = """
@@ -36,19 +37,6 @@ from tests.sample_tasks import audit
 for number in range({count}):
     audit.apply_async(kwargs={{"ref": "{prefix}-%d" % number}}, queue="{queue}")
 print(json.dumps({{"enqueued": {count}}}))
-"""
-PROBE = """
-import json, time
-from tests.sample_tasks import echo
-started = time.monotonic()
-try:
-    echo.delay("during the outage")
-except Exception as exc:
-    outcome = {"type": f"{type(exc).__module__}.{type(exc).__name__}", "message": str(exc)}
-else:
-    outcome = {"type": None, "message": "enqueued"}
-outcome["elapsed"] = time.monotonic() - started
-print(json.dumps(outcome))
 """
 
 
