@@ -27,9 +27,10 @@ $(STAMP): $(UV) uv.lock pyproject.toml
 run: $(STAMP)
 	exec env SAAS_TASKS_ENV=$${SAAS_TASKS_ENV:-development} $(VENV)/bin/python -m saas_tasks.devserver
 
-# Unit, integration and system tiers, then the Docker smoke tier (skipped without an engine;
-# exit code 5, no test collected, is not a failure there).
-test: test-fast test-smoke
+# The Docker smoke tier first (skipped without an engine; exit code 5, no test collected, is not
+# a failure there), then unit + integration, then the system tier: the run ends on the summary
+# of tests that ran, not on the smoke tier's skips.
+test: test-smoke test-fast
 
 # The system tier runs in a pytest process of its own: no in-process worker of the integration
 # tier is left consuming the shared Redis queues (dead letters included) beside its subprocesses.
