@@ -11,6 +11,7 @@ import os
 from celery import Celery
 
 from saas_tasks.celery_config import build_configuration
+from saas_tasks.reliability import redis_results
 from saas_tasks.settings import get_settings
 
 #: Task families discovered at start; each holds a ``tasks`` module.
@@ -30,6 +31,9 @@ app = Celery("saas_tasks", amqp="saas_tasks.reliability.shown_args:RedactingAMQP
 # per thread: in a web server's worker thread it would be Celery's fallback app (broker
 # amqp://localhost), and .delay() would publish there. Make ours the process-wide default.
 app.set_default()
+# redis:// result backends subscribe when a result is awaited, not at every .delay()
+# (saas_tasks.reliability.redis_results).
+app.loader.override_backends = {**app.loader.override_backends, **redis_results.overrides()}
 app.config_from_object(
     build_configuration(
         get_settings(), os.environ.get("SAAS_TASKS_CELERY_CONFIG", "config.celeryconfig")

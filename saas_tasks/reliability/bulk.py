@@ -1,16 +1,17 @@
 """Enqueue many messages of one task over one broker connection: :func:`enqueue_many`.
 
 A web app that fans out (a newsletter's recipients, a re-index, one task per tenant) with a
-loop of ``.delay()`` pays, for every message, Celery's per-call set-up and a broker round trip
-for the message and another for its ``task-sent`` event. Here the per-call work is done once,
-and each chunk of messages is buffered in one kombu producer batch: on Redis, one pipeline,
-one round trip.
+loop of ``.delay()`` pays, for every message, Celery's per-call set-up, its message factory and
+a broker round trip. Here the per-call work is done once, and each chunk of messages goes out
+in one Redis pipeline, one round trip.
 
-The messages are built and published by Celery's own message factory and sender
+The first two messages of a call are built and published by Celery itself
 (``app.amqp.create_task_message`` and ``send_task_message``, the pack's redacting factory
-included), so each is what ``.delay()`` would publish: JSON, the same headers, the same route
-and ``task-sent`` event. The worker cannot tell them apart, and runs them with their retry
-policy, idempotency and dead-lettering unchanged.
+included). On Redis, the rest are stamped from the first (:mod:`.message_stamp`), which must
+first reproduce the second exactly; otherwise, and on other brokers, Celery builds every one.
+Either way each message is what ``.delay()`` would publish: JSON, the same headers, the same
+route and ``task-sent`` event. The worker cannot tell them apart, and runs them with their
+retry policy, idempotency and dead-lettering unchanged.
 
 Every payload is checked before anything is published, with the rules the worker applies at
 the task boundary (the task's declared schema or signature, its idempotency key) and the
@@ -20,23 +21,25 @@ and nothing is enqueued.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from celery.utils import uuid
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import EncodeError
 from kombu.serialization import dumps
 
 from saas_tasks.exceptions import BrokerUnavailable, InvalidPayload
-from saas_tasks.reliability.publishing import PublishGuard
+from saas_tasks.reliability.message_stamp import Item, MessageStamp, fast_uuid4, stampable
+from saas_tasks.reliability.message_stamp import dumps as json_dumps
+from saas_tasks.reliability.publishing import PublishGuard, one_round_trip
 from saas_tasks.reliability.redaction import redact_url
-from saas_tasks.reliability.task import ReliableTask, _bind_call, _key
+from saas_tasks.reliability.task import ReliableTask, check_call
 
 #: Messages buffered for one round trip. Bigger chunks gain little past a few hundred and
 #: hold more memory; a broker failure half-way leaves whole chunks enqueued, never half one.
 DEFAULT_CHUNK_SIZE = 500
+#: At most three commands a message: the push, a queue expiry, the ``task-sent`` event.
+COMMANDS_PER_MESSAGE = 3
 
 
 def enqueue_many(
@@ -55,18 +58,29 @@ def enqueue_many(
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
-    items = [_checked(task, index, payload) for index, payload in enumerate(payloads)]
+    task = getattr(task, "_get_current_object", lambda: task)()  # a shared_task proxy
+    serializer = task.serializer or task.app.conf.task_serializer
+    items = [_checked(task, serializer, i, payload) for i, payload in enumerate(payloads)]
     if not items:
         return []
     sender = _Sender(task)
     done = 0
     try:
         with PublishGuard(task.name, task.app), task.app.producer_or_acquire() as producer:
-            for start in range(0, len(items), chunk_size):
+            stamp = None
+            if len(items) > 2 and stampable(task, producer.channel):
+                # Celery publishes the first two; the stamp of the first must remake the second.
+                _publish(sender, producer, items[:2])
+                done = 2
+                recorded = getattr(producer.channel.last_batch, "published", [])
+                stamp = MessageStamp.learn(task.app, items[0], items[1], recorded)
+            for start in range(done, len(items), chunk_size):
                 chunk = items[start : start + chunk_size]
-                with _batch(producer, len(chunk)):
-                    for task_id, kwargs in chunk:
-                        sender.send(producer, task_id, kwargs)
+                if stamp is None:
+                    _publish(sender, producer, chunk)
+                else:
+                    _publish_stamped(stamp, producer.channel, chunk)
+                    sender.trail(chunk)
                 done += len(chunk)
     except BrokerUnavailable as exc:
         if done == 0:
@@ -77,11 +91,26 @@ def enqueue_many(
             f"after payloads[:{done}] were enqueued ({exc.__cause__!r}). Is it running? Check "
             f"REDIS_URL / BROKER_URL, then call enqueue_many again with payloads[{done}:]."
         ) from exc.__cause__
-    return [task.AsyncResult(task_id) for task_id, _ in items]
+    return [task.AsyncResult(item.task_id) for item in items]
 
 
-def _checked(task: Any, index: int, payload: Any) -> tuple[str, dict[str, Any]]:
-    """``(task_id, kwargs)`` for a payload that the worker would accept, or InvalidPayload."""
+def _publish(sender: _Sender, producer: Any, chunk: Sequence[Item]) -> None:
+    """Through Celery, message by message, buffered in one transport batch."""
+    with one_round_trip(producer, commands=len(chunk) * COMMANDS_PER_MESSAGE + 1):
+        for item in chunk:
+            sender.send(producer, item.task_id, item.kwargs)
+
+
+def _publish_stamped(stamp: MessageStamp, channel: Any, chunk: Sequence[Item]) -> None:
+    """One transaction (MULTI/EXEC): the chunk is enqueued whole or not at all."""
+    with channel.pipeline(transaction=True) as pipe:
+        for name, args in stamp.commands_for(chunk):
+            getattr(pipe, name)(*args)
+        pipe.execute()
+
+
+def _checked(task: Any, serializer: str, index: int, payload: Any) -> Item:
+    """The item of a payload that the worker would accept, or InvalidPayload."""
     where = f"payloads[{index}]"
     if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
         raise InvalidPayload(
@@ -90,33 +119,17 @@ def _checked(task: Any, index: int, payload: Any) -> tuple[str, dict[str, Any]]:
         )
     kwargs = dict(payload)
     try:
-        dumps(kwargs, serializer=task.serializer or task.app.conf.task_serializer)
-    except EncodeError as exc:
+        kwargs_json = json_dumps(kwargs) if serializer == "json" else ""
+        if serializer != "json":
+            dumps(kwargs, serializer=serializer)
+    except (EncodeError, TypeError, ValueError) as exc:
         raise InvalidPayload(f"{where} for {task.name}: not serializable: {exc}") from None
     if isinstance(task, ReliableTask):
-        # The worker's own boundary check (task.execute): schema or signature, then the key.
-        named = dict(kwargs)
-        caller_key = named.pop("idempotency_key", None)
         try:
-            _bind_call(task, task.spec, (), named)
-            if task.spec.idempotent is not None:
-                _key(task.spec, named, caller_key)
+            check_call(task, kwargs)
         except InvalidPayload as exc:
             raise InvalidPayload(f"{where}: {exc}") from None
-    return uuid(), kwargs
-
-
-@contextlib.contextmanager
-def _batch(producer: Any, messages: int) -> Iterator[None]:
-    """One transport batch for a chunk (kombu >= 5.7: a Redis pipeline), flushed at exit and
-    discarded on error. Sized so that it never flushes half a chunk on its own: a message is
-    at most three commands (the push, a queue expiry, the ``task-sent`` event)."""
-    batch = getattr(producer, "batch", None)
-    if batch is None:  # kombu < 5.7: one connection, one publish (and round trip) a message
-        yield
-        return
-    with batch(max_size=messages * 4):
-        yield
+    return Item(fast_uuid4(), kwargs, kwargs_json)
 
 
 class _Sender:
@@ -186,6 +199,12 @@ class _Sender:
         amqp.send_task_message(producer, self.name, message, retry=False, declare=[], **options)
         if self.parent is not None:
             self.parent.add_trail(self.task.AsyncResult(task_id))
+
+    def trail(self, items: Sequence[Item]) -> None:
+        """Inside a worker, the stamped messages join the parent task's children too."""
+        if self.parent is not None:
+            for item in items:
+                self.parent.add_trail(self.task.AsyncResult(item.task_id))
 
     def _declare(self, producer: Any, queue: Any) -> None:
         """Declare the route's queue once a call (on Redis, its binding), with the bounded

@@ -1,13 +1,21 @@
-"""Turn a dead broker into one clear, bounded error at ``.delay()`` time.
+"""Publishing: one clear, bounded error for a dead broker, and one round trip a message.
 
 Celery's own retry settings (``task_publish_retry_policy`` and the transport's connect
-timeouts, in :mod:`saas_tasks.celery_config`) bound how long a publish may wait; this guard
-gives whatever they raise one name, :class:`~saas_tasks.exceptions.BrokerUnavailable`, with the
-broker's address (password redacted) and the fix.
+timeouts, in :mod:`saas_tasks.celery_config`) bound how long a publish may wait;
+:class:`PublishGuard` gives whatever they raise one name,
+:class:`~saas_tasks.exceptions.BrokerUnavailable`, with the broker's address (password
+redacted) and the fix.
+
+:func:`one_round_trip` buffers what one call publishes (the message, and its ``task-sent``
+event) in a kombu producer batch, on Redis one pipeline: ``.delay()`` waits for the broker
+once instead of twice, and a web request's p99 pays one round trip's scheduling delay instead
+of two.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -52,3 +60,24 @@ class PublishGuard:
                 f"({type(exc).__name__}: {str(exc).strip()}). Is it running? Check REDIS_URL / "
                 "BROKER_URL; nothing was enqueued."
             ) from exc
+
+
+@contextlib.contextmanager
+def one_round_trip(producer: Any, commands: int = 4) -> Iterator[bool]:
+    """Buffer ``producer``'s publishes in one transport batch (kombu >= 5.7 on Redis: one
+    pipeline), flushed at exit, discarded on error; yields whether they are buffered.
+    ``commands`` bounds the buffer so that it never flushes part of it on its own: a message
+    is at most three (the push, a queue expiry, the ``task-sent`` event). The messages are
+    published as without it; only the I/O is grouped, so a publish retry has nothing to retry
+    and a failed flush raises at exit."""
+    batch = getattr(producer, "batch", None)
+    channel = producer.channel
+    if (
+        batch is None
+        or getattr(channel, "create_publish_batch", None) is None
+        or not getattr(channel, "supports_batch_publish", True)
+    ):  # kombu < 5.7, or a transport without batches (AMQP): one publish, one round trip each
+        yield False
+        return
+    with batch(max_size=commands):
+        yield True

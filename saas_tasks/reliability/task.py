@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from saas_tasks.exceptions import ConfigurationError, InvalidPayload
 from saas_tasks.reliability import idempotency, metrics
-from saas_tasks.reliability.publishing import PublishGuard
+from saas_tasks.reliability.publishing import PublishGuard, one_round_trip
 from saas_tasks.reliability.redaction import redact
 from saas_tasks.reliability.retry import RetryPolicy, get_policy
 from saas_tasks.reliability.runs import RunTracker, scheduled_task_names
@@ -90,7 +90,14 @@ class ReliableTask(Task):  # type: ignore[misc]
 
     def apply_async(self, *args: Any, **kwargs: Any) -> Any:
         with PublishGuard(self.name, self.app):
-            return super().apply_async(*args, **kwargs)
+            given = len(args) > 3 or kwargs.get("producer") is not None
+            if given or self.app.conf.task_always_eager:
+                return super().apply_async(*args, **kwargs)
+            # The message and its task-sent event in one round trip (publishing.one_round_trip).
+            with self.app.producer_or_acquire() as producer, one_round_trip(producer) as batched:
+                if batched:  # buffered: no I/O for the publish retry to wrap
+                    kwargs.setdefault("retry", False)
+                return super().apply_async(*args, producer=producer, **kwargs)
 
     @property
     def hard_time_limit(self) -> float:
@@ -295,6 +302,17 @@ def _idempotent_call(
         raise
     idempotency.complete(key, task_id, result)
     return result
+
+
+def check_call(task: ReliableTask, kwargs: dict[str, Any]) -> None:
+    """Refuse, with :class:`InvalidPayload`, a keyword call that the worker would refuse at the
+    task boundary (the declared schema or signature, then the idempotency key), without
+    running anything: how a producer checks payloads before it publishes them."""
+    named = dict(kwargs)
+    caller_key = named.pop("idempotency_key", None)
+    _bind_call(task, task.spec, (), named)
+    if task.spec.idempotent is not None:
+        _key(task.spec, named, caller_key)
 
 
 def _key(spec: TaskSpec, kwargs: dict[str, Any], caller_key: str | None) -> str:

@@ -170,3 +170,100 @@ def test_chunk_size_must_be_a_positive_integer() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="chunk_size"):
             enqueue_many(sample_tasks.echo, [{"value": 1}], chunk_size=bad)  # type: ignore[arg-type]
+
+
+STAMP_SCRIPT = """
+import base64, json, sys, time
+import redis
+from saas_tasks.reliability import bulk
+from tests.sample_tasks import charge
+client = redis.Redis.from_url(sys.argv[1])
+events = client.pubsub()
+events.psubscribe("*celeryev*")
+events.get_message(timeout=1)
+payload = {"invoice_id": 5, "amount": 700, "currency": "eur", "api_token": "tok_secret"}
+by_delay = charge.delay(**payload).id
+by_bulk = [r.id for r in bulk.enqueue_many(charge, [payload] * 7, chunk_size=3)]
+(queue,) = [key for key in client.keys() if client.type(key) == b"list"]
+messages = [json.loads(m) for m in reversed(client.lrange(queue, 0, -1))]
+for m in messages:
+    m["body"] = json.loads(base64.b64decode(m["body"]))
+sent, deadline = [], time.monotonic() + 10
+while len(sent) < 8 and time.monotonic() < deadline:
+    got = events.get_message(timeout=1)
+    if got and got["type"] == "pmessage":
+        envelope = json.loads(got["data"])
+        envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
+        sent.append(envelope)
+stats = client.info("commandstats")
+calls = {"lpush": stats.get("cmdstat_lpush", {}).get("calls", 0)}
+out = {"ids": [by_delay, *by_bulk], "messages": messages, "events": sent, "calls": calls}
+print(json.dumps(out))
+"""
+
+
+def _without_ids(message: dict[str, Any]) -> dict[str, Any]:
+    headers = {k: v for k, v in message["headers"].items() if k not in ("id", "root_id")}
+    varying = ("correlation_id", "delivery_tag")
+    properties = {k: v for k, v in message["properties"].items() if k not in varying}
+    return {**message, "headers": headers, "properties": properties}
+
+
+def _event_without_ids(envelope: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in envelope["body"].items() if k not in ("uuid", "root_id", "clock")}
+    body.pop("timestamp")
+    properties = {k: v for k, v in envelope["properties"].items() if k != "delivery_tag"}
+    return {**envelope, "body": body, "properties": properties}
+
+
+def test_stamped_messages_are_byte_for_byte_what_delay_pushes_but_their_ids(
+    tmp_path: Path,
+) -> None:
+    """Past the first two, a bulk call's messages are stamped from the first (on Redis, with no
+    publish signal handlers): read back from a Redis no worker consumes, each message and its
+    task-sent event equal ``.delay()``'s but for the ids, tags, clock and time."""
+    from tests.services import PrivateRedis
+
+    server = PrivateRedis(tmp_path / "redis").start()
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "RESULT_BACKEND")}
+        env.update(REDIS_URL=server.url, PYTHONPATH=str(ROOT))
+        done = subprocess.run(
+            [sys.executable, "-c", STAMP_SCRIPT, server.url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    messages, events, ids = out["messages"], out["events"], out["ids"]
+    # .delay() 1 LPUSH; bulk: Celery 2 (one pipeline), then 3 + 2 stamped, one LPUSH a chunk
+    # (each in its MULTI/EXEC). Had the stamp been refused, there would be 8 LPUSHes.
+    assert out["calls"]["lpush"] == 5
+    assert [m["headers"]["id"] for m in messages] == ids  # all 8, in the order enqueued
+    assert [e["body"]["uuid"] for e in events] == ids
+    for message in messages:
+        assert message["headers"]["root_id"] == message["headers"]["id"]
+        assert message["properties"]["correlation_id"] == message["headers"]["id"]
+        assert _without_ids(message) == _without_ids(messages[0])
+    assert len({m["properties"]["delivery_tag"] for m in messages}) == 8
+    assert "tok_secret" not in messages[-1]["headers"]["kwargsrepr"]
+    assert messages[-1]["body"][1]["api_token"] == "tok_secret"  # the body keeps the real value
+    clocks = [e["body"]["clock"] for e in events]
+    assert clocks == sorted(set(clocks))  # each sent event ticks the app's clock
+    for event in events:
+        assert _event_without_ids(event) == _event_without_ids(events[0])
+
+
+def test_publish_signal_handlers_see_every_bulk_message(
+    worker: Any, published: list[dict[str, Any]]
+) -> None:
+    """A ``before_task_publish`` handler (tracing, say, adding headers) sees each message: with
+    one connected, the messages are not stamped but built by Celery, one by one."""
+    results = enqueue_many(sample_tasks.echo, [{"value": i} for i in range(6)])
+    assert [m["headers"]["id"] for m in published] == [r.id for r in results]
+    assert [r.get(timeout=20) for r in results] == list(range(6))
