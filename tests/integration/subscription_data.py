@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from saas_tasks.db import session_scope
-from saas_tasks.models import Subscription, SubscriptionReminder, Tenant, User
+from saas_tasks.models import EmailLog, Subscription, SubscriptionReminder, Tenant, User
 from tests.smtp_server import SmtpServer
 
 OFFSETS = (7, 3, 1)
@@ -71,3 +71,32 @@ def subjects(smtp: SmtpServer) -> list[str]:
 
 def days(first: date, count: int) -> list[date]:
     return [first + timedelta(days=n) for n in range(count)]
+
+
+def change(subscription_id: int, **values: Any) -> None:
+    """What the host app does to a subscription (cancel, renew, convert), committed."""
+    with session_scope() as session:
+        session.execute(
+            update(Subscription).where(Subscription.id == subscription_id).values(**values)
+        )
+
+
+def outcomes() -> dict[int, tuple[str, str, str | None]]:
+    """Each subscription's last notice as (kind, status, reason)."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(
+                SubscriptionReminder.subscription_id,
+                SubscriptionReminder.kind,
+                SubscriptionReminder.status,
+                SubscriptionReminder.reason,
+            ).order_by(SubscriptionReminder.id)
+        )
+        return {sub: (kind, status, reason) for sub, kind, status, reason in rows}
+
+
+def email_log() -> dict[str, tuple[str, str | None]]:
+    """The email log by recipient: (status, error)."""
+    with session_scope() as session:
+        rows = session.execute(select(EmailLog.recipient, EmailLog.status, EmailLog.error))
+        return {recipient: (status, error) for recipient, status, error in rows}
