@@ -327,7 +327,10 @@ class SubscriptionReminder(Base):
     period whatever runs twice; the row is also the outbox of the notice's email (and webhook):
     it commits before anything is enqueued, and ``status`` says whether the email went out.
     Status: ``pending`` (recorded, email not yet done), ``sent``, ``failed`` (refused for good),
-    ``skipped`` (its window passed, or it could not be rendered).
+    ``skipped`` (its window passed, or it could not be rendered), ``obsolete`` (when its chunk
+    ran, the subscription no longer matched it: canceled, renewed, converted, reactivated).
+    ``reason`` says why a notice was not sent, so an operator can tell a withheld notice from
+    a lost one without reading logs.
     """
 
     __tablename__ = "subscription_reminders"
@@ -345,6 +348,7 @@ class SubscriptionReminder(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     webhook_published_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

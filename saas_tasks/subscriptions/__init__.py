@@ -1,5 +1,5 @@
 """Subscription reminders and expiry: each reminder once per period, fanned out in chunks,
-caught up after downtime.
+caught up after downtime, and re-checked against the subscription when its chunk runs.
 
     from saas_tasks.subscriptions import send_renewal_reminders, expire_lapsed
     send_renewal_reminders.delay()                    # what beat runs daily at 09:00 UTC

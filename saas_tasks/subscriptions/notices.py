@@ -2,7 +2,10 @@
 
 The key is the reminder's business identity (subscription, kind, period end, offset). The
 email goes out under ``send_key(key)``, the very key ``send_email.delay(...,
-idempotency_key=key)`` would use, so the email log sends it once whoever sends it.
+idempotency_key=key)`` would use, so the email log sends it once whoever sends it. A notice
+that no longer applies when its chunk runs goes through the same log as an unsendable item:
+recorded ``skipped`` with its reason, or, if an earlier run of the chunk already sent it,
+reported as sent rather than claimed withheld.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import UTC
 from typing import Any
 
 from saas_tasks.email.delivery import Outgoing
+from saas_tasks.email.message import message_id_for
 from saas_tasks.email.service import Common, compose, send_key
 from saas_tasks.settings import get_settings
 from saas_tasks.subscriptions.queries import NoticeRow
@@ -28,6 +32,8 @@ TEMPLATES = {
     "expired": "subscription_expired",
 }
 EXPIRED_EVENT = "subscription.expired"
+#: Prefix of the email log error of a withheld notice.
+OBSOLETE = "obsolete: "
 
 
 def reminder_key(subscription_id: int, kind: str, period_end: Any, offset: int) -> str:
@@ -67,6 +73,19 @@ def email_for(row: NoticeRow) -> Outgoing:
         context(row),
         strict=False,
     )
+
+
+def withheld(row: NoticeRow) -> Outgoing:
+    """The unsendable item of a notice that no longer applies (``row.obsolete`` says why).
+
+    Not rendered: nothing about it is sent. It goes through the email log all the same, so the
+    log shows the key as ``skipped`` with the reason, and a chunk redelivered after its emails
+    went out learns from the log that this one was in fact sent.
+    """
+    key = send_key(row_key(row), "")
+    sender = get_settings().email_from
+    error = OBSOLETE + (row.obsolete or "no longer applies")
+    return Outgoing(key, row.email, TEMPLATES[row.kind], message_id_for(key, sender), None, error)
 
 
 def event_payload(row: NoticeRow) -> dict[str, Any]:

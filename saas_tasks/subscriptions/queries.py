@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, exists, literal, or_, select, update
+from sqlalchemy import Table, and_, case, exists, literal, null, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,8 @@ U = cast(Table, User.__table__)
 
 #: Statuses whose period end or trial end can still lapse into ``expired``.
 LIVE = ("active", "past_due")
+#: ``reason`` of a reminder whose due moment passed before its chunk ran.
+LATE = "late: its due moment passed before its chunk ran"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class NoticeRow:
     email: str
     name: str
     user_timezone: str | None
+    obsolete: str | None = None  # why the notice no longer applies; None while it does
 
 
 def _count(result: Any) -> int:
@@ -152,13 +155,43 @@ def skip_passed(session: Session, ids: Sequence[int], now: datetime) -> int:
         .where(
             R.c.id.in_(ids), R.c.status == "pending", R.c.kind != "expired", R.c.period_end <= now
         )
-        .values(status="skipped")
+        .values(status="skipped", reason=LATE)
     )
     return _count(result)
 
 
+def obsolete_reason() -> Any:
+    """Why a notice no longer applies to its subscription as it stands now; NULL while it does.
+
+    Each kind is read again with the rule that recorded it, minus the window: a ``renewal``
+    (``lapse``) reminder needs an ``active`` subscription with auto-renew on (off) whose current
+    period still ends at the reminder's period end; a ``trial_end`` reminder a ``trialing`` one
+    whose trial still ends then; an ``expired`` notice a subscription still ``expired`` for that
+    period. Plan and amount are not part of the rule: the email reads them when it is sent, so
+    an upgrade that keeps the period end gets its reminder with the new plan and amount.
+    """
+    state = literal("subscription is ") + S.c.status
+    billing = R.c.kind.in_(("renewal", "lapse"))
+    period_moved = S.c.current_period_end != R.c.period_end
+    trial_moved = S.c.trial_ends_at.is_distinct_from(R.c.period_end)
+    trial, expired = R.c.kind == "trial_end", R.c.kind == "expired"
+    return case(
+        (and_(billing, S.c.status != "active"), state),
+        (and_(billing, period_moved), literal("period end moved")),
+        (and_(R.c.kind == "renewal", ~S.c.auto_renew), literal("auto-renew turned off")),
+        (and_(R.c.kind == "lapse", S.c.auto_renew), literal("auto-renew turned on")),
+        (and_(trial, S.c.status != "trialing"), state),
+        (and_(trial, trial_moved), literal("trial end moved")),
+        (and_(expired, S.c.status != "expired"), state),
+        (and_(expired, period_moved, trial_moved), literal("period end moved")),
+        else_=null(),
+    )
+
+
 def chunk_rows(session: Session, ids: Sequence[int]) -> list[NoticeRow]:
-    """The rows of a chunk still to do: email pending, or an expiry whose webhook is not out."""
+    """The rows of a chunk still to do (email pending, or an expiry whose webhook is not out
+    and that was not withheld), each with :func:`obsolete_reason` read in the same statement:
+    the subscription's state as of now, not as of the query that recorded the notice."""
     query = (
         select(
             R.c.id,
@@ -176,6 +209,7 @@ def chunk_rows(session: Session, ids: Sequence[int]) -> list[NoticeRow]:
             U.c.email,
             U.c.name,
             U.c.timezone.label("user_timezone"),
+            obsolete_reason().label("obsolete"),
         )
         .join(S, S.c.id == R.c.subscription_id)
         .join(U, U.c.id == S.c.user_id)
@@ -183,7 +217,11 @@ def chunk_rows(session: Session, ids: Sequence[int]) -> list[NoticeRow]:
             R.c.id.in_(ids),
             or_(
                 R.c.status == "pending",
-                and_(R.c.kind == "expired", R.c.webhook_published_at.is_(None)),
+                and_(
+                    R.c.kind == "expired",
+                    R.c.webhook_published_at.is_(None),
+                    R.c.status != "obsolete",
+                ),
             ),
         )
         .order_by(R.c.id)
@@ -191,9 +229,12 @@ def chunk_rows(session: Session, ids: Sequence[int]) -> list[NoticeRow]:
     return [NoticeRow(**row._mapping) for row in session.execute(query)]
 
 
-def set_status(session: Session, ids: Sequence[int], status: str, now: datetime) -> None:
+def set_status(
+    session: Session, ids: Sequence[int], status: str, now: datetime, reason: str | None = None
+) -> None:
+    """Settle pending reminders ``ids`` as ``status`` (one statement an outcome and reason)."""
     if ids:
-        values: dict[str, Any] = {"status": status}
+        values: dict[str, Any] = {"status": status, "reason": reason}
         if status == "sent":
             values["sent_at"] = now
         session.execute(update(R).where(R.c.id.in_(ids), R.c.status == "pending").values(**values))

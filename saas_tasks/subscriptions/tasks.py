@@ -3,7 +3,8 @@
 
     send_renewal_reminders   beat, daily 09:00 UTC: record today's reminders, enqueue chunks
     expire_lapsed            beat, daily 00:00 UTC: expire lapsed subscriptions, enqueue chunks
-    send_notices             one chunk of notices: emails over one connection, expiry events
+    send_notices             one chunk of notices, each re-checked against its subscription:
+                             emails over one connection, expiry events; the withheld counted
 
 Both beat jobs hold the overlap lock, so two runs never overlap. Each accepts an optional
 ``now`` (or ``today``) to run as of another moment: tests pin the clock this way, and an
@@ -90,7 +91,8 @@ def expire_lapsed(payload: RunRequest) -> dict[str, Any]:
 
 @task(name=NOTICES, payload=NoticesRequest, retry="email", bind=True)
 def send_notices(current: ReliableTask, payload: NoticesRequest) -> dict[str, Any]:
-    """One chunk of notices; a redelivered or retried chunk sends nothing twice."""
+    """One chunk of notices; a redelivered or retried chunk sends nothing twice, and none that
+    its subscription no longer matches (returned as ``obsolete`` / ``obsolete_reasons``)."""
     return service.send_chunk(
         payload.reminder_ids,
         payload.now or datetime.now(UTC),

@@ -14,14 +14,19 @@ import pytest
 from sqlalchemy import select, update
 
 from saas_tasks.db import session_scope
-from saas_tasks.models import EmailLog, Subscription, SubscriptionReminder, Tenant, User
+from saas_tasks.models import EmailLog, Subscription, SubscriptionReminder
 from saas_tasks.reliability import deadletter
 from saas_tasks.subscriptions import expire_lapsed, send_notices, send_renewal_reminders, service
 from tests.conftest import wait_for
+from tests.integration.subscription_data import (
+    GRACE,
+    OFFSETS,
+    days,
+    reminders,
+    subjects,
+    subscribe,
+)
 from tests.smtp_server import SmtpServer, email_settings, smtp_server
-
-OFFSETS = (7, 3, 1)
-GRACE = timedelta(days=3)
 
 
 @pytest.fixture()
@@ -36,43 +41,6 @@ def worker_smtp(worker: Any) -> Iterator[SmtpServer]:
         yield server
 
 
-def subscribe(n: int = 1, **values: Any) -> list[int]:
-    """``n`` subscriptions, each with its own tenant and user (``email`` gets the index)."""
-    ids = []
-    with session_scope() as session:
-        for i in range(n):
-            suffix = f"{values.get('plan', 'pro')}{i}{id(values)}"
-            tenant = Tenant(slug=f"t{suffix}", name="Acme")
-            session.add(tenant)
-            session.flush()
-            user = User(
-                tenant_id=tenant.id,
-                email=f"{values.get('name', 'user')}{i}@example.com",
-                name=values.get("name", "Ana"),
-                timezone=values.get("user_timezone"),
-            )
-            session.add(user)
-            session.flush()
-            end = values.get("period_end", datetime(2026, 6, 20, 12, tzinfo=UTC))
-            sub = Subscription(
-                tenant_id=tenant.id,
-                user_id=user.id,
-                plan=values.get("plan", "pro"),
-                status=values.get("status", "active"),
-                auto_renew=values.get("auto_renew", True),
-                amount=values.get("amount", 1250),
-                currency="usd",
-                trial_ends_at=values.get("trial_ends_at"),
-                current_period_start=end - timedelta(days=30),
-                current_period_end=end,
-                timezone=values.get("timezone"),
-            )
-            session.add(sub)
-            session.flush()
-            ids.append(sub.id)
-    return ids
-
-
 def run_day(day: date, chunk_size: int = 100) -> dict[str, Any]:
     """What the 09:00 beat job does, with its chunks run here rather than by a worker."""
     now = datetime.combine(day, time(9), tzinfo=UTC)
@@ -81,27 +49,6 @@ def run_day(day: date, chunk_size: int = 100) -> dict[str, Any]:
         now, chunk_size, lambda ids: service.send_chunk(ids, now, task_id="test", ttl=60)
     )
     return {"created": created, **sent}
-
-
-def reminders() -> list[tuple[int, str, int, str]]:
-    with session_scope() as session:
-        rows = session.execute(
-            select(
-                SubscriptionReminder.subscription_id,
-                SubscriptionReminder.kind,
-                SubscriptionReminder.offset_days,
-                SubscriptionReminder.status,
-            ).order_by(SubscriptionReminder.id)
-        )
-        return [tuple(row) for row in rows]  # type: ignore[misc]
-
-
-def subjects(smtp: SmtpServer) -> list[str]:
-    return [str(message.parsed()["Subject"]) for message in smtp.received]
-
-
-def days(first: date, count: int) -> list[date]:
-    return [first + timedelta(days=n) for n in range(count)]
 
 
 # --- reminders, as plain functions -----------------------------------------------------------
