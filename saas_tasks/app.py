@@ -25,8 +25,9 @@ FAMILIES = [
     "saas_tasks.billing",
 ]
 
-# Arguments shown in events and Flower are redacted like the logs (the body keeps them).
-app = Celery("saas_tasks", amqp="saas_tasks.reliability.shown_args:RedactingAMQP")
+# Arguments shown in events and Flower are redacted like the logs (the body keeps them), and a
+# Redis queue entry that is not a kombu message is dead-lettered instead of stopping the worker.
+app = Celery("saas_tasks", amqp="saas_tasks.reliability.messaging:PackAMQP")
 # The pack's tasks are shared_task proxies, resolved to the *current* app, which Celery keeps
 # per thread: in a web server's worker thread it would be Celery's fallback app (broker
 # amqp://localhost), and .delay() would publish there. Make ours the process-wide default.

@@ -8,7 +8,8 @@
     └── PermanentError            never retried; the task goes to the dead-letter queue at once
         ├── InvalidPayload        the payload does not match the task's schema
         ├── LockHeld              the overlap lock is held by a previous run
-        └── DeadLetterNotFound    no dead letter with that id
+        ├── DeadLetterNotFound    no dead letter with that id
+        └── MalformedQueueEntry   a Redis queue entry that is not a kombu message at all
 
 Messages name the cause and, where there is one, the fix.
 """
@@ -50,3 +51,9 @@ class LockHeld(PermanentError):
 
 class DeadLetterNotFound(PermanentError):
     """No dead letter has the given id."""
+
+
+class MalformedQueueEntry(PermanentError):
+    """An entry on a Redis queue list is not a kombu message envelope (not JSON, or without the
+    ``properties``/``delivery_tag``/``delivery_info`` kombu needs): something wrote to Redis
+    behind the pack's back. The worker takes it off the queue, dead-letters it, and goes on."""

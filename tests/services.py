@@ -58,6 +58,8 @@ class PrivateRedis:
     #: ``always`` for a test that SIGKILLs the server: with the default ``everysec`` a loaded
     #: machine may postpone the AOF write, and a kill loses what it had not written.
     appendfsync: str = "everysec"
+    #: Also listen on this Unix socket (for ``redis+socket://`` URLs).
+    unixsocket: Path | None = None
 
     @property
     def url(self) -> str:
@@ -89,6 +91,7 @@ class PrivateRedis:
                 "no",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *(["--unixsocket", str(self.unixsocket)] if self.unixsocket else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -9,9 +9,11 @@ again when a worker starts.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import traceback as tb_module
+import uuid
 from typing import Any
 
 from celery import Celery, signals
@@ -192,6 +194,42 @@ def entry_from_message(
         exception_type=_qualified(exc) if exc else reason,
         exception_message=str(exc) if exc else f"message refused: {reason}",
     )
+
+
+#: Raw bytes up to this size are also kept as base64 when they are not UTF-8 (the text loses
+#: them); the text itself is cut in the middle at 10,000 characters like every poison body.
+RAW_BASE64_LIMIT = 7_500
+
+
+def dead_letter_queue_entry(app: Celery, raw: bytes, queue: str, exc: BaseException) -> None:
+    """Record a Redis queue entry that is not a kombu message (see ``redis_transport``).
+
+    There is no message, so no task id or name: the entry gets an id of its own, is never
+    replayable (``decode_error``), and keeps the raw bytes for an operator to inspect."""
+    text = raw.decode("utf-8", "replace")
+    headers: dict[str, Any] = {"body": cut_middle(text, 10_000), "body_bytes": len(raw)}
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if len(raw) <= RAW_BASE64_LIMIT:
+            headers["body_base64"] = base64.b64encode(raw).decode("ascii")
+    entry = DeadLetterEntry(
+        task_id=f"queue-entry-{uuid.uuid4()}",
+        task_name="unknown",
+        reason="decode_error",
+        queue=queue,
+        headers=headers,
+        exception_type=_qualified(exc),
+        exception_message=str(exc),
+    )
+    log.error(
+        "queue %s: an entry that is not a kombu message (%s) was taken off the queue and "
+        "dead-lettered as %s",
+        queue,
+        exc,
+        entry.task_id,
+    )
+    publish_entry(app, entry)
 
 
 @signals.task_unknown.connect

@@ -14,17 +14,25 @@ pickle                     ``ContentDisallowed``, rejected    ``rejected`` (``ta
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from kombu import Queue
 
 from saas_tasks.reliability import deadletter
+from saas_tasks.reliability.redis_transport import PoisonSafeChannel, PoisonSafeConnection
+from saas_tasks.settings import get_settings
 from tests import sample_tasks
 from tests.conftest import wait_for
+from tests.services import PrivateRedis
 
 QUEUE = "default"
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -193,3 +201,143 @@ def test_poison_message_is_recorded_once_not_redelivered(
     [entry] = [e for e in deadletter.list_entries(deadletter.Filters()) if e.task_id == task_id]
     assert entry.failure_count == 1
     assert redis_client.llen(QUEUE) == 0  # acked or rejected, not back in the queue
+
+
+# --- queue entries that are not kombu messages at all ------------------------------------------
+
+
+DROP = object()
+
+
+def envelope(path: str = "", value: Any = DROP) -> bytes:
+    """A kombu envelope as its Redis transport stores it (a task with no headers), with the
+    field at the dotted ``path`` set to ``value``, or dropped."""
+    found: dict[str, Any] = {
+        "body": base64.b64encode(b'{"no": "task"}').decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {},
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+            "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE},
+            "priority": 0,
+        },
+    }
+    *parents, name = path.split(".")
+    where = found
+    for parent in parents:
+        where = where[parent]
+    if value is DROP:
+        where.pop(name)
+    else:
+        where[name] = value
+    return json.dumps(found).encode()
+
+
+MALFORMED = {
+    "not JSON": b"\x00\xffnot an envelope at all",
+    "JSON text": b'"garbage"',
+    "JSON list": b"[1, 2, 3]",
+    "JSON number": b"42",
+    "JSON null": b"null",
+    "kombu type marker": b'{"__type__": "nope", "__value__": 1}',
+    "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+    "no properties": envelope("properties"),
+    "properties a string": envelope("properties", "x"),
+    "no delivery tag": envelope("properties.delivery_tag"),
+    "delivery tag a list": envelope("properties.delivery_tag", [1]),
+    "delivery tag a boolean": envelope("properties.delivery_tag", True),
+    "no delivery info": envelope("properties.delivery_info"),
+    "delivery info a list": envelope("properties.delivery_info", [QUEUE]),
+    "no routing key": envelope("properties.delivery_info.routing_key"),
+    "exchange a number": envelope("properties.delivery_info.exchange", 5),
+    "body not base64": envelope("body", "%%% not base64 %%%"),
+    "body a number": envelope("body", 5),
+    "no body": envelope("body"),
+    "body null": envelope("body", None),
+    "unknown body encoding": envelope("properties.body_encoding", "rot13"),
+}
+
+
+@pytest.fixture()
+def redis_broker() -> None:
+    """These tests write to a Redis queue list; with ``BROKER_URL=amqp://`` there is none."""
+    if not get_settings().broker_is_redis:
+        pytest.skip("the broker is not Redis: no queue list to push a raw entry onto")
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_a_queue_entry_that_is_not_a_kombu_message_is_dead_lettered_and_the_worker_goes_on(
+    worker: Any, redis_client: Any, redis_broker: None, kind: str
+) -> None:
+    raw = MALFORMED[kind]
+    redis_client.lpush(QUEUE, raw)
+
+    assert_worker_keeps_consuming()
+    [entry] = wait_for(
+        lambda: deadletter.list_entries(deadletter.Filters()), timeout=20, message="a dead letter"
+    )
+    assert entry.reason == "decode_error" and entry.task_name == "unknown"
+    assert entry.exception_type == "saas_tasks.exceptions.MalformedQueueEntry"
+    assert entry.queue == QUEUE
+    text = raw.decode("utf-8", "replace")
+    assert entry.headers["body"].replace("\\x00", "\x00")[:50] == text[:50]
+    assert redis_client.llen(QUEUE) == 0
+
+
+def test_the_worker_reads_its_queues_through_the_poison_safe_channel(
+    worker: Any, redis_broker: None
+) -> None:
+    channel = worker.consumer.task_consumer.channel
+    assert isinstance(channel, PoisonSafeChannel)
+    assert channel.handlers["BRPOP"].__func__ is PoisonSafeChannel._brpop_read
+
+
+def test_over_a_unix_socket_a_bad_entry_is_dead_lettered_and_the_next_message_arrives(
+    worker: Any, redis_broker: None
+) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="saas-tasks-sock-"))  # Unix socket paths are short
+    socket_path = directory / "redis.sock"
+    server = PrivateRedis(directory, unixsocket=socket_path).start()
+    queue = Queue("socket-tests", routing_key="socket-tests")
+    received: list[Any] = []
+    try:
+        with PoisonSafeConnection(f"redis+socket://{socket_path}") as connection:
+            queue(connection.default_channel).declare()
+            client = redis.Redis(unix_socket_path=str(socket_path))
+            client.lpush(queue.name, b"not an envelope, over a socket")
+            connection.Producer().publish({"hello": "socket"}, routing_key=queue.name)
+
+            def on_message(body: Any, message: Any) -> None:
+                received.append(body)
+                message.ack()
+
+            with connection.Consumer([queue], callbacks=[on_message], accept=["json"]):
+                wait_for(lambda: received or connection.drain_events(timeout=5), timeout=20)
+            assert client.llen(queue.name) == 0
+            client.close()
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    assert received == [{"hello": "socket"}]
+    [entry] = wait_for(
+        lambda: deadletter.list_entries(deadletter.Filters()), timeout=20, message="a dead letter"
+    )
+    assert entry.queue == queue.name and entry.reason == "decode_error"
+    assert entry.headers["body"] == "not an envelope, over a socket"
+
+
+def test_a_broadcast_that_is_not_a_kombu_message_is_dropped_and_remote_control_still_answers(
+    worker: Any, redis_client: Any, redis_broker: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = worker.consumer.task_consumer.channel
+    pidbox = f"{channel.keyprefix_fanout}{worker.app.control.mailbox.namespace}.pidbox"
+
+    assert redis_client.publish(pidbox, json.dumps({"not": "a kombu message"})) >= 1
+
+    assert_worker_keeps_consuming()
+    assert worker.app.control.ping(destination=[worker.hostname], timeout=5)
+    assert "dropped a broadcast that is not a kombu message" in caplog.text
+    assert deadletter.list_entries(deadletter.Filters()) == []
