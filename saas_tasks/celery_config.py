@@ -10,11 +10,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
 
 from kombu import Queue
 
-from saas_tasks.reliability import redis_publish
 from saas_tasks.settings import Settings
 
 #: Queues by task family; ``dead_letter`` receives the failure records to store.
@@ -69,9 +67,6 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "broker_transport_options": redis_options if settings.broker_is_redis else {},
-        # kombu's Redis transport, reusing one redis-py client a channel (the URL's scheme
-        # picks kombu's own transport for any other broker).
-        "broker_transport": redis_publish.TRANSPORT if _plain_redis(settings.broker) else None,
         "result_backend_transport_options": {
             "socket_connect_timeout": publish_wait / 2,
             "socket_timeout": max(publish_wait * 2, 5.0),
@@ -104,11 +99,6 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "beat_schedule": {},
     }
-
-
-def _plain_redis(url: str) -> bool:
-    """``redis://`` or ``rediss://``: not ``redis+socket://``, whose scheme names the transport."""
-    return urlsplit(url).scheme in {"redis", "rediss"}
 
 
 def _queue_names(settings: Settings) -> list[str]:

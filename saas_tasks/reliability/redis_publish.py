@@ -5,8 +5,9 @@ kombu's Redis channel builds a new ``redis.Redis`` object for every publish (``L
 connection pool, so nothing is gained by the new object; but since redis-py 6, building one
 fills a case-insensitive table of ~170 response callbacks, about a tenth of a millisecond of a
 web request's ``.delay()`` each time. A redis-py client is safe to share: every command takes a
-connection from the pool and gives it back. The transport is chosen for ``redis://`` and
-``rediss://`` brokers in :mod:`saas_tasks.celery_config`; other brokers keep kombu's own.
+connection from the pool and gives it back. The channel also keeps what its publish batches
+buffered (:class:`RecordingPublishBatch`), for bulk enqueue's stamp. It is the base of the
+pack's Redis channel (:mod:`saas_tasks.reliability.redis_transport`).
 """
 
 from __future__ import annotations
@@ -71,11 +72,3 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _disconnect_pools(self) -> None:
         self._shared_client = None
         super()._disconnect_pools()
-
-
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
-    Channel = Channel
-
-
-#: ``broker_transport`` for Celery: kombu imports the class by this path.
-TRANSPORT = f"{__name__}:Transport"

@@ -29,12 +29,14 @@ from queue import Empty
 from typing import Any
 
 from kombu import Connection
+from kombu.connection import ConnectionPool, PooledConnection
 from kombu.transport import redis
 from kombu.transport.virtual import Message
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from saas_tasks.exceptions import MalformedQueueEntry
+from saas_tasks.reliability import redis_publish
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,9 @@ class EnvelopeCheckedMessage(Message):  # type: ignore[misc]
             )
 
 
-class PoisonSafeChannel(redis.Channel):  # type: ignore[misc]
-    """kombu's Redis channel; an entry it cannot turn into a message becomes a dead letter."""
+class PoisonSafeChannel(redis_publish.Channel):
+    """kombu's Redis channel (one redis-py client a channel, see :mod:`.redis_publish`); an
+    entry it cannot turn into a message becomes a dead letter."""
 
     Message = EnvelopeCheckedMessage
 
@@ -158,15 +161,32 @@ class PoisonSafeTransport(redis.Transport):  # type: ignore[misc]
 POISON_SAFE = {redis.Transport: PoisonSafeTransport}
 
 
-class PoisonSafeConnection(Connection):  # type: ignore[misc]
+class _PoisonSafeChoice:
+    """Picks :class:`PoisonSafeTransport` where kombu resolved its Redis transport."""
+
+    def get_transport_cls(self) -> Any:
+        resolved = super().get_transport_cls()  # type: ignore[misc]
+        return POISON_SAFE.get(resolved, resolved)
+
+
+class PoisonSafeConnection(_PoisonSafeChoice, Connection):  # type: ignore[misc]
     """kombu's connection, with :class:`PoisonSafeTransport` where kombu picks its Redis one.
 
     The choice is made on the transport class kombu resolved from the URL, not by passing
     ``transport=`` (Celery's ``broker_transport``): an explicit transport would lose what kombu
     derives from the scheme (``rediss://``'s TLS default, ``redis+socket://``'s prefix, the
     scheme in ``as_uri()`` that Flower reads) and would not survive a failover ``switch()``.
+    Its pool's connections (Celery's producer pool: every ``.delay()``) choose the same way.
     """
 
-    def get_transport_cls(self) -> Any:
-        resolved = super().get_transport_cls()
-        return POISON_SAFE.get(resolved, resolved)
+    def Pool(self, limit: int | None = None, **kwargs: Any) -> Any:
+        return PoisonSafeConnectionPool(self, limit=limit, **kwargs)
+
+
+class PoisonSafePooledConnection(_PoisonSafeChoice, PooledConnection):  # type: ignore[misc]
+    """A pooled connection (kombu's, closed on error) choosing as :class:`PoisonSafeConnection`."""
+
+
+class PoisonSafeConnectionPool(ConnectionPool):  # type: ignore[misc]
+    def new(self) -> PoisonSafePooledConnection:
+        return PoisonSafePooledConnection(self, **dict(self.connection._info(resolve=False)))

@@ -116,3 +116,18 @@ def test_the_app_connects_with_the_poison_safe_connection_class() -> None:
     with app.connection_for_read() as reading, app.connection_for_write() as writing:
         assert isinstance(reading, PoisonSafeConnection)
         assert isinstance(writing, PoisonSafeConnection)
+
+
+def test_pooled_connections_choose_the_same_transport_as_their_pool() -> None:
+    """Celery's producer pool (every ``.delay()``, the worker's own publishing) hands out
+    kombu ``PooledConnection``s built from the pool's connection: they choose as it does."""
+    redis_pool = PoisonSafeConnection("redis://127.0.0.1:6379/0").Pool(limit=2)
+    amqp_pool = PoisonSafeConnection("amqp://guest:guest@127.0.0.1:5672//").Pool(limit=2)
+    pooled, other = redis_pool.acquire(), amqp_pool.acquire()
+    try:
+        assert pooled.get_transport_cls() is PoisonSafeTransport
+        assert pooled.get_transport_cls().Channel is PoisonSafeChannel
+        assert other.get_transport_cls() is Connection("amqp://").get_transport_cls()
+    finally:
+        pooled.release()
+        other.release()
