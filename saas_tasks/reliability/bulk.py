@@ -36,7 +36,8 @@ from saas_tasks.reliability.redaction import redact_url
 from saas_tasks.reliability.task import ReliableTask, check_call
 
 #: Messages buffered for one round trip. Bigger chunks gain little past a few hundred and
-#: hold more memory; a broker failure half-way leaves whole chunks enqueued, never half one.
+#: hold more memory. A stamped chunk is one MULTI/EXEC, enqueued whole or not at all; a chunk
+#: built by Celery is one pipeline, which a connection lost mid-reply may leave uncertain.
 DEFAULT_CHUNK_SIZE = 500
 #: At most three commands a message: the push, a queue expiry, the ``task-sent`` event.
 COMMANDS_PER_MESSAGE = 3
