@@ -216,7 +216,7 @@ def _event_without_ids(envelope: dict[str, Any]) -> dict[str, Any]:
     return {**envelope, "body": body, "properties": properties}
 
 
-def test_stamped_messages_are_byte_for_byte_what_delay_pushes_but_their_ids(
+def test_stamped_messages_are_field_for_field_what_delay_pushes_but_their_ids(
     tmp_path: Path,
 ) -> None:
     """Past the first two, a bulk call's messages are stamped from the first (on Redis, with no
