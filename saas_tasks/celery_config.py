@@ -49,7 +49,12 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": settings.visibility_timeout,
         "socket_connect_timeout": publish_wait / 2,
         "socket_timeout": max(publish_wait * 2, 5.0),
+        # A publish that finds the connection gone reconnects once, at once, and gives up
+        # within the connect timeout (kombu's default waits 2 s before that one retry).
         "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": publish_wait / 4,
+        "interval_max": publish_wait / 4,
     }
     return {
         "broker_url": settings.broker,

@@ -50,11 +50,19 @@ class PublishGuard:
     ) -> None:
         if exc is None:
             return
+        broker = redact_url(str(self.app.conf.broker_url))
+        if isinstance(exc, kombu.exceptions.BatchPublishError):
+            cause = exc.__cause__ or exc
+            raise BrokerUnavailable(
+                f"could not confirm {self.task_name} was enqueued: the connection to the broker at "
+                f"{broker} failed while publishing ({type(cause).__name__}: {str(cause).strip()}). "
+                "The message may or may not have reached the queue; its idempotency key makes "
+                "a retry safe. Is the broker running? Check REDIS_URL / BROKER_URL."
+            ) from exc
         unreachable = isinstance(exc, _BROKER_ERRORS) or (
             isinstance(exc, RuntimeError) and "result store" in str(exc)
         )
         if unreachable:
-            broker = redact_url(str(self.app.conf.broker_url))
             raise BrokerUnavailable(
                 f"could not enqueue {self.task_name}: the broker at {broker} did not answer "
                 f"({type(exc).__name__}: {str(exc).strip()}). Is it running? Check REDIS_URL / "
