@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saas_tasks.exceptions import InvalidPayload
-from saas_tasks.reliability import task as task_module
+from saas_tasks.reliability.arguments import bind_call
 
 PACK_PREFIX = "saas_tasks."
 #: The families the issue names; every one must have at least one enumerated task.
@@ -459,12 +459,12 @@ def public_tasks(app: Any) -> dict[str, Any]:
 
 
 def refusal(task: Any, bad: Bad, decoded: dict[str, Any] | None = None) -> InvalidPayload:
-    """Validate ``bad`` as the worker would (the pack's own ``_bind_call``, which ``execute``
+    """Validate ``bad`` as the worker would (the pack's own ``bind_call``, which ``execute``
     runs first); return the InvalidPayload. Anything else, accepting included, fails."""
     call = decoded or bad.as_json()
     kwargs = {k: v for k, v in call["kwargs"].items() if k not in RESERVED_KWARGS}
     try:
-        task_module._bind_call(task, task.spec, tuple(call["args"]), kwargs)
+        bind_call(task, task.spec, tuple(call["args"]), kwargs)
     except InvalidPayload as exc:
         return exc
     raise AssertionError(f"{task.name} accepted a bad payload: {bad.kinds} {bad.named}")

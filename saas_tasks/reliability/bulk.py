@@ -29,11 +29,12 @@ from kombu.exceptions import EncodeError
 from kombu.serialization import dumps
 
 from saas_tasks.exceptions import BrokerUnavailable, InvalidPayload
+from saas_tasks.reliability.arguments import check_call
 from saas_tasks.reliability.message_stamp import Item, MessageStamp, fast_uuid4, stampable
 from saas_tasks.reliability.message_stamp import dumps as json_dumps
 from saas_tasks.reliability.publishing import PublishGuard, one_round_trip
 from saas_tasks.reliability.redaction import redact_url
-from saas_tasks.reliability.task import ReliableTask, check_call
+from saas_tasks.reliability.task_base import ReliableTask
 
 #: Messages buffered for one round trip. Bigger chunks gain little past a few hundred and
 #: hold more memory. A stamped chunk is one MULTI/EXEC, enqueued whole or not at all; a chunk
