@@ -24,7 +24,6 @@ from pydantic import BaseModel
 
 from saas_tasks.exceptions import ConfigurationError
 from saas_tasks.reliability.execution import execute
-from saas_tasks.reliability.redaction import redact
 from saas_tasks.reliability.retry import RetryPolicy, get_policy
 from saas_tasks.reliability.task_base import Idempotent, ReliableTask, Singleton, TaskSpec
 
@@ -33,7 +32,6 @@ __all__ = [
     "ReliableTask",
     "Singleton",
     "TaskSpec",
-    "describe_call",
     "idempotent",
     "retry",
     "singleton",
@@ -162,8 +160,3 @@ def _spec(name: str, fn: Callable[..., Any], declared: dict[str, Any]) -> TaskSp
         track_runs=bool(declared.get("track_runs", single is not None and single is not False)),
         bind=bool(declared.get("bind", False)),
     )
-
-
-def describe_call(args: Any, kwargs: Any) -> str:
-    """Arguments as a log line shows them: secrets redacted."""
-    return f"args={redact(list(args or []))!r} kwargs={redact(dict(kwargs or {}))!r}"
