@@ -152,22 +152,16 @@ def test_a_queue_entry_that_is_not_a_kombu_envelope_is_dead_lettered_and_the_wor
     system_worker.wait_for_log("an entry that is not a kombu message", timeout=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pack bug: a message for a registered task whose JSON body is not "
-    "[args, kwargs, embed] stops the worker ('Unrecoverable error: ValueError: not enough "
-    "values to unpack' in Celery's task_message_handler); no dead letter is written",
-)
 @pytest.mark.timeout(120)
 def test_a_message_for_a_known_task_with_a_body_that_is_not_args_kwargs_embed_is_dead_lettered(
     system_worker: CeleryProcess, redis_client: Any
 ) -> None:
-    task_id = str(uuid.uuid4())
-    publish_raw(
-        json.dumps({"not": "args, kwargs, embed"}).encode(),
-        "application/json",
-        protocol2_headers("tests.mark", task_id),
-    )
+    bad_bodies = [{"not": "args, kwargs, embed"}, [1, 2, 3], [[], ["kwargs"], None], "args"]
+    task_ids = [str(uuid.uuid4()) for _ in bad_bodies]
+    for body, task_id in zip(bad_bodies, task_ids, strict=True):
+        publish_raw(
+            json.dumps(body).encode(), "application/json", protocol2_headers("tests.mark", task_id)
+        )
     marker = uuid.uuid4().hex
     good = sample_tasks.echo.apply_async((marker,), queue=QUEUE)
     wait_for(
@@ -178,6 +172,12 @@ def test_a_message_for_a_known_task_with_a_body_that_is_not_args_kwargs_embed_is
 
     assert system_worker.alive(), system_worker.log()[-3000:]
     assert good.get(timeout=5) == marker
-    entry = wait_for(lambda: entries_by_task_id().get(task_id), timeout=30, message="dead letter")
-    assert entry.task_name == "tests.mark"
+    entries = wait_for(
+        lambda: all(t in entries_by_task_id() for t in task_ids) and entries_by_task_id(),
+        timeout=30,
+        message="a dead letter for each bad body",
+    )
+    for task_id in task_ids:
+        assert entries[task_id].task_name == "tests.mark"
+        assert "[args, kwargs, embed]" in (entries[task_id].exception_message or "")
     assert redis_client.llen("test:mark") == 0
