@@ -34,7 +34,16 @@ class TransientError(SaasTasksError):
 
 
 class DuplicateInProgress(TransientError):
-    """Another run holds the idempotency key; this delivery waits and tries again."""
+    """Another run holds the idempotency key; this delivery waits and tries again.
+
+    ``retry_after``, when known, is how many seconds the other run's claim still lasts: the
+    retry waits at least that long (within the policy's cap) rather than spend its attempts
+    on a claim that cannot have lapsed yet.
+    """
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class PermanentError(SaasTasksError):

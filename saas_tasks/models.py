@@ -272,6 +272,9 @@ class EmailLog(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     task_id: Mapped[str | None] = mapped_column(String(255))
+    #: The delivery run holding a ``pending`` row (``host:pid:random``, see
+    #: :mod:`saas_tasks.email.lease`); the last one that held it, once done.
+    claim_token: Mapped[str | None] = mapped_column(String(255))
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

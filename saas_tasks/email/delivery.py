@@ -3,11 +3,16 @@
 The email log row is the per-recipient idempotency record:
 
 1. **claim**: rows already ``sent``, ``failed`` or ``skipped`` are done and never sent again;
-   a ``pending`` row held by another live delivery is left to it (this run retries later);
-   the others are claimed for this task id until the task's hard time limit.
+   a ``pending`` row held by another live run is left to it (this run retries once that
+   claim would have lapsed); the others are claimed for this run, under its own token and a
+   short lease that a heartbeat keeps alive while the run lives (:mod:`.lease` says why:
+   two runs of one chunk message share a task id, and a dead run must not hold its rows
+   for long). The claim is one conditional UPDATE, so two runs never both take a row, on
+   PostgreSQL or SQLite alike.
 2. **send** over one transport connection, one token from the shared rate limit a message.
    Outcomes are written every :data:`FLUSH_EVERY` messages and whenever the run stops, so a
-   connection dropped mid-chunk leaves an exact record: the retry sends only the rest.
+   connection dropped mid-chunk leaves an exact record; the rows it did not send are released
+   at once, and the retry sends only those.
 3. a 5xx for one recipient marks that row ``failed`` and the chunk goes on; a 4xx leaves it
    ``pending`` and the chunk retries it after the others; a dropped or refused connection ends
    the run (transient: the task retries).
@@ -22,14 +27,15 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from saas_tasks.db import get_engine, session_scope
 from saas_tasks.email.errors import EmailTemporaryFailure, RecipientRefused
+from saas_tasks.email.lease import Lease
 from saas_tasks.email.ratelimit import TokenBucket
 from saas_tasks.email.transports import Envelope, Transport
 from saas_tasks.exceptions import DuplicateInProgress
@@ -66,6 +72,7 @@ class Report:
     done_before: dict[str, str] = field(default_factory=dict)  # key -> status of the first run
     retry_later: dict[str, str] = field(default_factory=dict)  # key -> transient reason
     errors: dict[str, Exception] = field(default_factory=dict)  # key -> the refusal itself
+    held_until: datetime | None = None  # when the last claim of another run would lapse
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -83,83 +90,84 @@ def _insert_ignore() -> Any:
     return dialect.insert(EmailLog).on_conflict_do_nothing(index_elements=["key"])
 
 
-def claim(
-    items: Sequence[Outgoing], task_id: str, ttl_seconds: float, report: Report
-) -> list[Outgoing]:
+def claim(items: Sequence[Outgoing], task_id: str, lease: Lease, report: Report) -> list[Outgoing]:
     """The items this run must send now (see the module docstring); records the skipped."""
     now = utcnow()
-    until = now + timedelta(seconds=ttl_seconds)
+    until = lease.until(now)
     by_key = {item.key: item for item in items}
-    mine: list[str] = []
+    keys = list(by_key)
     with session_scope() as session:
-        existing = {
-            row.key: row
-            for row in session.scalars(
-                select(EmailLog).where(EmailLog.key.in_(by_key)).with_for_update()
+        # new keys: created claimed by this run (a concurrent insert of a key wins or loses whole)
+        session.execute(
+            _insert_ignore(),
+            [
+                {
+                    "key": item.key,
+                    "message_id": item.message_id,
+                    "recipient": item.to,
+                    "template": item.template,
+                    "batch_key": item.batch_key,
+                    "status": "pending" if item.message is not None else "skipped",
+                    "error": item.error,
+                    "attempts": 1 if item.message is not None else 0,
+                    "task_id": task_id,
+                    "claim_token": lease.token,
+                    "claimed_until": until,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for item in items
+            ],
+        )
+        # known keys: taken only if unfinished and unheld, or given up by an earlier task
+        session.execute(
+            update(EmailLog)
+            .where(
+                EmailLog.key.in_(keys),
+                or_(
+                    (EmailLog.status == "pending")
+                    & or_(EmailLog.claimed_until.is_(None), EmailLog.claimed_until <= now),
+                    (EmailLog.status == "failed") & EmailLog.error.startswith(GAVE_UP),
+                ),
             )
-        }
-        for key, row in existing.items():
-            retryable = row.status == "failed" and (row.error or "").startswith(GAVE_UP)
-            if row.status in DONE and not retryable:
-                report.done_before[key] = row.status
-            elif row.status == "pending" and row.task_id != task_id and _live(row, now):
-                report.retry_later[key] = f"being sent by task {row.task_id}"
-            else:
-                row.status, row.task_id, row.claimed_until = "pending", task_id, until
-                row.attempts += 1
-                row.updated_at = now
-                mine.append(key)
-        fresh = [by_key[key] for key in by_key if key not in existing]
-        if fresh:
-            session.execute(
-                _insert_ignore(),
-                [
-                    {
-                        "key": item.key,
-                        "message_id": item.message_id,
-                        "recipient": item.to,
-                        "template": item.template,
-                        "batch_key": item.batch_key,
-                        "status": "pending" if item.message is not None else "skipped",
-                        "error": item.error,
-                        "attempts": 1 if item.message is not None else 0,
-                        "task_id": task_id,
-                        "claimed_until": until,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for item in fresh
-                ],
+            .values(
+                status="pending",
+                task_id=task_id,
+                claim_token=lease.token,
+                claimed_until=until,
+                attempts=EmailLog.attempts + 1,
+                updated_at=now,
             )
-            won = set(
-                session.scalars(
-                    select(EmailLog.key).where(
-                        EmailLog.key.in_([item.key for item in fresh]),
-                        EmailLog.task_id == task_id,
-                    )
-                )
-            )
-            for item in fresh:
-                if item.key not in won:
-                    report.retry_later[item.key] = "claimed by a concurrent delivery"
-                elif item.message is None:
-                    report.skipped[item.key] = item.error or "not sendable"
-                else:
-                    mine.append(item.key)
-    # a pre-existing pending row may now hold an item that turned out unsendable
-    claimed = []
-    for key in mine:
-        item = by_key[key]
-        if item.message is None:
-            report.skipped[key] = item.error or "not sendable"
-            _record([(key, "skipped", item.error)])
+            .execution_options(synchronize_session=False)
+        )
+        rows = session.execute(
+            select(
+                EmailLog.key,
+                EmailLog.status,
+                EmailLog.claim_token,
+                EmailLog.task_id,
+                EmailLog.claimed_until,
+            ).where(EmailLog.key.in_(keys))
+        ).all()
+    held = set()
+    for key, status, token, holder, held_until in rows:
+        if token == lease.token and status == "pending":
+            held.add(key)
+        elif token == lease.token:  # created just now, as not sendable
+            report.skipped[key] = by_key[key].error or "not sendable"
+        elif status in DONE:
+            report.done_before[key] = status
         else:
-            claimed.append(item)
-    return claimed
-
-
-def _live(row: EmailLog, now: Any) -> bool:
-    return row.claimed_until is not None and row.claimed_until > now
+            report.retry_later[key] = f"being sent by task {holder}"
+            if held_until is not None:
+                report.held_until = max(held_until, report.held_until or held_until)
+    mine = [by_key[key] for key in keys if key in held]
+    # a pre-existing pending row may now hold an item that turned out unsendable
+    unsendable = [item for item in mine if item.message is None]
+    for item in unsendable:
+        report.skipped[item.key] = item.error or "not sendable"
+    _record((item.key, "skipped", item.error) for item in unsendable)
+    return [item for item in mine if item.message is not None]
 
 
 def _record(outcomes: Iterable[tuple[str, str, str | None]]) -> None:
@@ -199,10 +207,12 @@ def send_claimed(
     bucket: TokenBucket,
     sender: str,
     report: Report,
+    lease: Lease,
     *,
     final_attempt: bool,
 ) -> None:
-    """Send ``items`` over one connection of ``transport``; record every outcome."""
+    """Send ``items`` over one connection of ``transport``; record every outcome, and give
+    back what was not sent (or give it up, on the last attempt)."""
     pending: list[tuple[str, str, str | None]] = []
     deferred: list[str] = []  # 4xx in this run (not the keys other deliveries hold)
     last_flush = time.monotonic()
@@ -244,11 +254,25 @@ def send_claimed(
         )
         if final_attempt:
             give_up(unsent, f"{type(exc).__name__}: {exc}")
+        else:
+            _release(lease, unsent)
         raise
     finally:
         _record(pending)
     if deferred and final_attempt:
         give_up(deferred, "; ".join(sorted({report.retry_later[key] for key in deferred})))
+    elif deferred:
+        _release(lease, deferred)
+
+
+def _release(lease: Lease, keys: Sequence[str]) -> None:
+    """Give back ``keys`` for the retry; if that fails too, their lease lapses soon anyway."""
+    try:
+        lease.release(keys)
+    except Exception as exc:
+        log.warning(
+            "email claims not released (%s: %s); they lapse with the lease", type(exc).__name__, exc
+        )
 
 
 def give_up(keys: Sequence[str], reason: str) -> None:
@@ -263,7 +287,10 @@ def raise_for_retry_later(report: Report) -> None:
     reasons = sorted(set(report.retry_later.values()))
     message = f"{len(report.retry_later)} recipients to retry: {'; '.join(reasons)[:500]}"
     if all(reason.startswith(("being sent", "claimed by")) for reason in reasons):
-        raise DuplicateInProgress(message)
+        # come back when the other run's claim would lapse: sooner cannot change anything
+        held = report.held_until
+        after = (held - utcnow()).total_seconds() + 0.5 if held is not None else None
+        raise DuplicateInProgress(message, retry_after=after)
     raise EmailTemporaryFailure(450, message)
 
 

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from saas_tasks.email import delivery, message, transports
 from saas_tasks.email.delivery import Outgoing, Report
+from saas_tasks.email.lease import Lease
 from saas_tasks.email.ratelimit import TokenBucket
 from saas_tasks.email.rendering import get_renderer
 from saas_tasks.exceptions import InvalidPayload
@@ -110,16 +111,18 @@ def compose(
 def _deliver(items: list[Outgoing], task_id: str, ttl: float, final_attempt: bool) -> Report:
     settings = get_settings()
     report = Report()
-    todo = delivery.claim(items, task_id, ttl, report)
+    lease = Lease(ttl)
+    todo = delivery.claim(items, task_id, lease, report)
     if todo:
         transport = transports.from_url(settings.email_url, settings.email_timeout)
         bucket = TokenBucket(
             transport.rate_key, settings.email_rate_limit, settings.email_rate_burst
         )
         envelope_from = message.bare(settings.email_from)
-        delivery.send_claimed(
-            todo, transport, bucket, envelope_from, report, final_attempt=final_attempt
-        )
+        with lease.kept([item.key for item in todo]):
+            delivery.send_claimed(
+                todo, transport, bucket, envelope_from, report, lease, final_attempt=final_attempt
+            )
     return report
 
 

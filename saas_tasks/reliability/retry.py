@@ -76,7 +76,15 @@ class RetryPolicy:
         return isinstance(exc, self.retry_on)
 
     def countdown(self, retries: int, exc: BaseException) -> float:
-        """Seconds to wait before retry number ``retries + 1``."""
+        """Seconds to wait before retry number ``retries + 1``; at least the error's own
+        ``retry_after`` when it says when to come back (within ``cap``)."""
+        wait = self._delay(retries, exc)
+        after = getattr(exc, "retry_after", None)
+        if isinstance(after, int | float) and after > wait:
+            return min(self.cap, float(after))
+        return wait
+
+    def _delay(self, retries: int, exc: BaseException) -> float:
         if self.kind == "fixed":
             return self.base
         if self.kind == "custom" and self.delay is not None:

@@ -7,6 +7,12 @@ within seconds instead of hours:
   the Redis visibility timeout can stay a few seconds and still pass the start-up check;
 * kombu sweeps for messages past their visibility timeout only every ~100 s by default
   (``unacked_restore_interval`` 10 s times ``unacked_restore_throttle`` 10); here every second;
+* a sweep holds the ``unacked_mutex`` lock, which expires after 300 s by default: a worker
+  SIGKILLed inside a sweep (a few milliseconds of every second here) would stop every worker
+  from restoring anything for five minutes, far past the few seconds these tests wait. Here
+  it expires after 5 s. A deployed worker sweeps every ~100 s against a visibility timeout of
+  hours, where the default is harmless. The lock only spares Redis duplicate scans: two
+  sweeps at once restore each message once (kombu restores under WATCH);
 * beat fires one entry, every second, onto the system tier's own queue (never the deployed
   schedule).
 """
@@ -29,6 +35,7 @@ broker_transport_options: dict[str, Any] = {
     **celery_defaults(_settings)["broker_transport_options"],
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": 5,
 }
 
 # Every task (the families' long exports and reconciliations too) runs under the

@@ -6,7 +6,11 @@ a real SMTP server on loopback. Every few thousand messages the worker's whole p
 is SIGKILLed and a new worker started. What must hold:
 
 * nothing is lost: every recipient got at least one message, every email log row is ``sent``,
-  no dead letter;
+  no dead letter. The one exception is the Redis transport's own gap (docs/guarantees.md): a
+  chunk message that the worker had popped but not yet recorded as unacked when it was killed
+  is gone. Such a chunk was never received by any worker and left no email log row; the test
+  finds these from the workers' logs once no message waits or is unacked, allows at most one
+  per kill and prints how many there were (almost always none);
 * a duplicate only comes from the at-least-once window: its earlier copy was accepted by the
   SMTP server before a kill while its email log row was not yet committed ``sent`` (the
   snapshot taken right after that kill says so), its later copy came after the restart, and
@@ -16,7 +20,8 @@ is SIGKILLed and a new worker started. What must hold:
 from __future__ import annotations
 
 import itertools
-import os
+import json
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -48,6 +53,9 @@ LIMITS = {
 }
 
 
+RECEIVED = re.compile(r"send_chunk\[([^\]]+)\] received")
+
+
 @dataclass(frozen=True)
 class Kill:
     killed_at: float
@@ -77,6 +85,33 @@ def sent_count(batch: str) -> int:
         )
 
 
+def messages_left(client: Any) -> int:
+    """Messages of the system queue that wait, or are unacked: running, or held back for a
+    killed worker until the visibility timeout."""
+    routing_keys = [json.loads(raw)[2] for raw in client.hvals("unacked")]
+    return int(client.llen(QUEUE)) + routing_keys.count(QUEUE)
+
+
+def wait_until_no_message_is_left(client: Any, timeout: float) -> None:
+    """Until no message waits or is unacked for a second on end: a live worker holds the
+    message it just popped outside both for a few milliseconds."""
+    quiet_since: list[float] = []
+
+    def quiet() -> bool:
+        if messages_left(client):
+            quiet_since.clear()
+            return False
+        quiet_since[:] = quiet_since or [time.monotonic()]
+        return time.monotonic() - quiet_since[0] >= 1.0
+
+    wait_for(quiet, timeout=timeout, message="every chunk message done: none waiting or unacked")
+
+
+def received_chunks(processes: SystemProcesses) -> set[str]:
+    """Task ids of the chunk messages that some worker received (logged once recorded)."""
+    return {task_id for process in processes.started for task_id in RECEIVED.findall(process.log())}
+
+
 def publish_batch(batch: str, addresses: list[str]) -> None:
     for number, start in enumerate(range(0, len(addresses), CHUNK)):
         recipients = [
@@ -104,10 +139,6 @@ def explained_by_a_kill(rcpt: str, earlier: Accepted, later: Accepted, kills: li
 def test_ten_thousand_emails_survive_five_worker_sigkills_duplicating_only_in_the_window(
     system_processes: SystemProcesses, redis_client: Any
 ) -> None:
-    if not os.environ.get("DATABASE_URL", "").startswith("postgresql"):
-        # Seen once in CI on SQLite: not every email log row reached "sent" within 90 s of the
-        # last restart. Not yet understood; PostgreSQL, the production database, passes.
-        pytest.skip("on SQLite this chaos run timed out once in CI (under investigation)")
     batch = f"chaos-{uuid.uuid4().hex[:8]}"
     addresses = [f"chaos{i}@example.com" for i in range(COUNT)]
     started = time.monotonic()
@@ -131,14 +162,17 @@ def test_ten_thousand_emails_survive_five_worker_sigkills_duplicating_only_in_th
                 f"mailer-{number}", concurrency=CONCURRENCY, **settings
             )
             kills.append(Kill(killed_at, restarted_at, sent, pending))
-        wait_for(
-            lambda: sent_count(batch) == COUNT,
-            timeout=90,
-            message=f"all {COUNT} email log rows sent",
-        )
+        wait_until_no_message_is_left(redis_client, timeout=90)
+        received = received_chunks(system_processes)
         accepted = smtp.accepted()
         connections = smtp.handler.connections
     elapsed = time.monotonic() - started
+    lost = [
+        addresses[start : start + CHUNK]
+        for number, start in enumerate(range(0, COUNT, CHUNK))
+        if f"{batch}:chunk:{number}" not in received
+    ]
+    expected = sorted(set(addresses) - {address for chunk in lost for address in chunk})
 
     copies: dict[str, list[Accepted]] = defaultdict(list)
     for message in accepted:
@@ -157,15 +191,18 @@ def test_ten_thousand_emails_survive_five_worker_sigkills_duplicating_only_in_th
         f"{len(copies)} distinct, {extra} duplicates ({len(duplicated)} recipients), "
         f"{len(kills)} kills, {connections} SMTP connections, {elapsed:.1f}s; "
         f"duplicates from each kill: {by_kill}; rows claimed but unrecorded at each kill "
-        f"(killed chunks wait for the visibility timeout): {[k.pending for k in kills]}"
+        f"(killed chunks wait for the visibility timeout): {[k.pending for k in kills]}; "
+        f"chunk messages lost between a killed worker's pop and its unacked record: {len(lost)}"
     )
 
-    # nothing lost
+    # nothing lost but what the transport loses: a chunk popped by a killed worker before it
+    # was recorded as unacked (one message at most a kill) never ran, so it left no trace
     assert len(kills) == KILLS
-    assert sorted(copies) == sorted(addresses)
+    assert len(lost) <= KILLS
+    assert sorted(copies) == expected
     with session_scope() as session:
         rows = {row.recipient: row for row in session.scalars(select(EmailLog))}
-    assert len(rows) == COUNT and {row.status for row in rows.values()} == {"sent"}
+    assert sorted(rows) == expected and {row.status for row in rows.values()} == {"sent"}
     assert deadletter.list_entries(deadletter.Filters()) == []
     assert redis_client.llen("dead_letter") == 0
     # the kills landed mid-run: deliveries were in flight, and came back for a second attempt
@@ -183,12 +220,6 @@ def test_ten_thousand_emails_survive_five_worker_sigkills_duplicating_only_in_th
     assert extra <= KILLS * CONCURRENCY * FLUSH_EVERY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pack bug: delivery.claim() takes a live 'pending' row held by the same task id as "
-    "its own, so two deliveries of one chunk message running at once (a redelivered "
-    "send_batch republishes its chunk ids) both send every recipient",
-)
 @pytest.mark.timeout(120)
 def test_one_chunk_message_delivered_twice_at_once_sends_each_recipient_once(
     system_processes: SystemProcesses,
@@ -196,19 +227,31 @@ def test_one_chunk_message_delivered_twice_at_once_sends_each_recipient_once(
     recipients = [{"to": f"twice{i}@example.com", "context": {"name": "T"}} for i in range(30)]
     kwargs = {"template": "welcome", "batch_key": "twice", "recipients": recipients}
     with smtp_sink() as smtp:
-        # 10 messages a second for both runs together: each run lasts seconds, so they overlap
+        # 10 messages a second: the first run lasts three seconds, so the two runs overlap
         worker = system_processes.worker(
             "mailer", EMAIL_URL=smtp.url, SAAS_TASKS_EMAIL_RATE_LIMIT="10"
         )
         for _ in range(2):
             send_chunk.apply_async(kwargs=kwargs, task_id="twice:chunk:0", queue=QUEUE)
         wait_for(
-            lambda: worker.log().count("email chunk of batch twice:") == 2,
+            lambda: worker.log().count("send_chunk[twice:chunk:0] succeeded") >= 2,
             timeout=60,
-            message="both deliveries to finish",
+            message="both deliveries to succeed",
         )
         accepted = smtp.accepted()
 
     assert sent_count("twice") == len(recipients)
     assert len({message.rcpt for message in accepted}) == len(recipients)
     assert len(accepted) == len(recipients), f"{len(accepted)} messages for {len(recipients)}"
+    # they did overlap: the second run found every row held by the first (same task id) and
+    # came back when the first run's lease (4 s here) would have lapsed, to find them sent;
+    # the email policy's own first retry waits at most 1 s
+    log = worker.log()
+    waited = re.search(
+        r"retry 1/\d+ in ([\d.]+)s: DuplicateInProgress: 30 recipients to retry: "
+        r"being sent by task twice:chunk:0",
+        log,
+    )
+    assert waited is not None, log[-3000:]
+    assert float(waited[1]) > 1.0
+    assert "email chunk of batch twice: 0 sent, 0 failed, 0 skipped, 30 already done" in log

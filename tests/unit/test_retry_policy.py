@@ -30,6 +30,14 @@ def test_fixed_and_custom_policies() -> None:
     assert custom.countdown(5, TransientError()) == 10  # capped
 
 
+def test_a_retry_waits_at_least_as_long_as_the_error_asks_but_never_past_the_cap() -> None:
+    policy = RetryPolicy("t", base=1.0, cap=20.0, jitter=False)
+    assert policy.countdown(0, DuplicateInProgress("held", retry_after=12.5)) == 12.5
+    assert policy.countdown(0, DuplicateInProgress("held", retry_after=100.0)) == 20.0
+    assert policy.countdown(3, DuplicateInProgress("held", retry_after=0.2)) == 8.0
+    assert policy.countdown(0, DuplicateInProgress("held")) == 1.0
+
+
 def test_only_transient_errors_retry() -> None:
     policy = get_policy("default")
     assert policy.is_transient(TransientError("blip"))
