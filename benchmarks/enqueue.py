@@ -80,10 +80,34 @@ def bare_lpush(url: str, size: int, count: int) -> list[float]:
     return latencies
 
 
+def plain_celery_delay(url: str, count: int) -> list[float]:
+    """A second anchor: Celery's own ``.delay()`` of the same payload, from a bare app on the
+    same Redis (no result backend, no task-sent event, no validation): what any Celery
+    producer pays. Each call timed."""
+    from celery import Celery
+
+    plain = Celery("bench_plain", broker=url, set_as_current=False)
+    plain.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
+
+    @plain.task(name="bench.plain", ignore_result=True)  # type: ignore[untyped-decorator]
+    def noop(**_: Any) -> None: ...
+
+    batch = payloads(count, "plain")
+    for kwargs in batch[:200]:
+        noop.delay(**kwargs)
+    latencies = []
+    for kwargs in batch:
+        before = time.perf_counter()
+        noop.delay(**kwargs)
+        latencies.append(time.perf_counter() - before)
+    return latencies
+
+
 def measure(
     args: argparse.Namespace, work: Path, port: int
-) -> tuple[list[float], list[float], list[float], list[float], int]:
-    """Latencies (sorted), loop and bulk rates, anchor latencies (sorted), message size."""
+) -> tuple[list[float], list[float], list[float], list[float], int, list[float]]:
+    """Latencies (sorted), loop and bulk rates, anchor latencies (sorted), message size,
+    plain Celery's latencies (sorted)."""
     import redis
 
     url = f"redis://127.0.0.1:{port}/0"
@@ -121,9 +145,10 @@ def measure(
                 f"enqueue_many {bulk_rates[-1]:7.0f}/s"
             )
         anchor = sorted(bare_lpush(url, size, args.count))
+        plain = sorted(plain_celery_delay(url, args.count))
         client.close()
     latencies.sort()
-    return latencies, loop_rates, bulk_rates, anchor, size
+    return latencies, loop_rates, bulk_rates, anchor, size, plain
 
 
 def main() -> None:
@@ -143,7 +168,7 @@ def main() -> None:
         }
     )
     try:
-        latencies, loop_rates, bulk_rates, anchor, size = measure(args, work, port)
+        latencies, loop_rates, bulk_rates, anchor, size, plain = measure(args, work, port)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     p50, p99 = percentile(latencies, 0.50) * 1e3, percentile(latencies, 0.99) * 1e3
@@ -153,13 +178,15 @@ def main() -> None:
     print(f"{len(latencies)} .delay() calls of a {size}-byte message, cpus {os.cpu_count()}")
     print(f".delay():    p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     print(f"bare LPUSH:  p50 {a50:.3f} ms, p99 {a99:.3f} ms (anchor)")
+    c50, c99 = percentile(plain, 0.50) * 1e3, percentile(plain, 0.99) * 1e3
+    print(f"plain Celery .delay(): p50 {c50:.3f} ms, p99 {c99:.3f} ms (for comparison)")
     print(f"loop {loop:.0f}/s, enqueue_many {bulk_rate:.0f}/s: {bulk_rate / loop:.1f}x")
     report(
         "enqueue",
         [
             Goal(
                 f".delay() p99 {p99:.2f} ms (p50 {p50:.2f} ms)",
-                f"bare LPUSH p99 {a99:.2f} ms",
+                f"bare LPUSH p99 {a99:.2f} ms (plain Celery .delay() p99 {c99:.2f} ms)",
                 p99 / a99,
                 f"p99 <= {P99_GOAL_MS} ms",
                 p99 <= P99_GOAL_MS,

@@ -22,7 +22,7 @@ and nothing is enqueued.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import EncodeError
@@ -46,8 +46,9 @@ COMMANDS_PER_MESSAGE = 3
 
 def enqueue_many(
     task: Any, payloads: Iterable[Mapping[str, Any]], *, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> list[Any]:
-    """Enqueue ``task`` once per mapping of keyword arguments; return their ``AsyncResult``\\ s.
+) -> Results:
+    """Enqueue ``task`` once per mapping of keyword arguments; return their ``AsyncResult``\\ s
+    (a :class:`Results` sequence, read like a list; ``.ids`` holds the task ids).
 
     Same as ``[task.delay(**kwargs) for kwargs in payloads]``, message for message, only
     faster: validation first (an :class:`InvalidPayload` naming ``payloads[i]``, nothing
@@ -64,7 +65,7 @@ def enqueue_many(
     serializer = task.serializer or task.app.conf.task_serializer
     items = [_checked(task, serializer, i, payload) for i, payload in enumerate(payloads)]
     if not items:
-        return []
+        return Results(task, [])
     sender = _Sender(task)
     done = 0
     try:
@@ -93,7 +94,40 @@ def enqueue_many(
             f"after payloads[:{done}] were enqueued ({exc.__cause__!r}). Is it running? Check "
             f"REDIS_URL / BROKER_URL, then call enqueue_many again with payloads[{done}:]."
         ) from exc.__cause__
-    return [task.AsyncResult(item.task_id) for item in items]
+    return Results(task, [item.task_id for item in items])
+
+
+class Results(Sequence[Any]):
+    """The ``AsyncResult`` of each enqueued message, in order: a list's reads (index, slice,
+    iteration, ``len``, ``==``), each result made when first read. Ten thousand result
+    objects (each registers with the result backend) cost a web request more than the
+    enqueueing does, and most callers keep only a few, or just the ids."""
+
+    def __init__(self, task: Any, ids: list[str]) -> None:
+        self.task = task
+        self.ids = ids
+        self._made: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.ids)))]
+        position = range(len(self.ids))[index]  # IndexError as a list raises it
+        if position not in self._made:
+            self._made[position] = self.task.AsyncResult(self.ids[position])
+        return self._made[position]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == other if isinstance(other, list | Results) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<Results of {len(self.ids)} {self.task.name}>"
 
 
 def _publish(sender: _Sender, producer: Any, chunk: Sequence[Item]) -> None:

@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from celery import Task, signals
@@ -37,6 +38,8 @@ Commands = list[tuple[str, tuple[Any, ...]]]
 #: lists and dicts, which it writes exactly as kombu's ``dumps`` does (that one builds a new
 #: encoder on every call).
 _ENCODE = json.JSONEncoder().encode
+#: A str as JSON (quoted, escaped, ASCII), as the encoder writes one, without its dispatch.
+_STR = encode_basestring_ascii
 
 
 def dumps(value: Any) -> str:
@@ -147,7 +150,13 @@ class MessageStamp:
             return None
         message, event = (published[2], published[3]) if with_events else (published[1], None)
         tag, event_tag, clock, now = _varying(message, event)
-        again = stamp._stamped(second, tag, event_tag, clock, now)
+        push, sent = stamp._stamped(second, tag, clock, now)
+        again = _replace(stamp.commands, "lpush", push)
+        if sent is not None and stamp.event_envelope is not None and stamp.event_commands:
+            envelope = stamp.event_envelope.fill(
+                {"body": _ENCODE(_b64(sent)), _TAG: _ENCODE(event_tag)}
+            )
+            again += _replace(stamp.event_commands, "publish", envelope)
         expected = [*message, *(event or [])]
         return stamp if _same(again, expected) else None
 
@@ -182,63 +191,95 @@ class MessageStamp:
         )
 
     def commands_for(self, items: Sequence[Item]) -> Commands:
-        """The Redis commands that publish ``items`` as Celery would (fresh tags, clock, time),
-        the pushes of a queue in one LPUSH (the same list order as one LPUSH each)."""
+        """The Redis commands that publish ``items`` as Celery would (fresh tags, clock, time):
+        the pushes of a queue in one LPUSH (the same list order as one LPUSH each), and their
+        ``task-sent`` events as one Celery event group (a ``task.multi`` message whose body is
+        the list of events, as a worker's buffered events are sent; Celery's event receiver,
+        and so Flower, reads each), or one message each where no group can be formed."""
         pushes: list[str] = []
-        events: Commands = []
+        events: list[str] = []
         forward, now = self.app.clock.forward, time.time()
         for item in items:
             clock = forward() if self.event is not None else None
-            stamped = self._stamped(item, fast_uuid4(), fast_uuid4(), clock, now)
-            pushes.append(_payload_text(stamped, "lpush"))
-            events += [command for command in stamped if command[0] == "publish"]
-        merged: Commands = []
-        for name, args in self.commands:
-            merged.append((name, (args[0], *pushes)) if name == "lpush" else (name, args))
-        return merged + events
+            push, event = self._stamped(item, fast_uuid4(), clock, now)
+            pushes.append(push)
+            if event is not None:
+                events.append(event)
+        merged: Commands = [
+            (name, (args[0], *pushes)) if name == "lpush" else (name, args)
+            for name, args in self.commands
+        ]
+        if not events or self.event_envelope is None or self.event_commands is None:
+            return merged
+        group = self.event_group() if len(events) > 1 else None
+        if group is None:
+            return merged + [
+                command
+                for event in events
+                for command in _replace(self.event_commands, "publish", self._sent(event))
+            ]
+        topic, envelope = group
+        body = _ENCODE(_b64(f"[{', '.join(events)}]"))
+        return [
+            *merged,
+            ("publish", (topic, envelope.fill({"body": body, _TAG: _ENCODE(fast_uuid4())}))),
+        ]
+
+    def event_group(self) -> tuple[str, Template] | None:
+        """Where a group of ``task-sent`` events goes (the topic of ``task.multi``), and its
+        envelope; None unless the first event went to ``…/task.sent`` with that routing key."""
+        if self.event_commands is None or self.event_envelope is None:
+            return None
+        topics = [args[0] for name, args in self.event_commands if name == "publish"]
+        envelope = json.loads(self.event_envelope.fill({"body": '""', _TAG: '""'}))
+        info = envelope.get("properties", {}).get("delivery_info", {})
+        if len(topics) != 1 or not str(topics[0]).endswith("/task.sent"):
+            return None
+        if info.get("routing_key") != "task.sent":
+            return None
+        info["routing_key"] = "task.multi"
+        topic = str(topics[0])[: -len("task.sent")] + "task.multi"
+        return topic, Template.of(envelope, ["body", _TAG])
+
+    def _sent(self, event: str) -> str:
+        assert self.event_envelope is not None
+        return self.event_envelope.fill({"body": _ENCODE(_b64(event)), _TAG: _ENCODE(fast_uuid4())})
 
     def _stamped(
-        self, item: Item, tag: str, event_tag: str, clock: int | None, now: float
-    ) -> Commands:
-        kwargsrepr = _ENCODE(self.shown_kwargs(item.kwargs))
-        task_id = _ENCODE(item.task_id)
+        self, item: Item, tag: str, clock: int | None, now: float
+    ) -> tuple[str, str | None]:
+        """The task message's envelope text and its event's text (None: no event sent)."""
+        kwargsrepr = _STR(self.shown_kwargs(item.kwargs))
+        task_id = _STR(item.task_id)
         body = f"[[], {item.kwargs_json}, {self.embed_json}]"
         envelope = self.envelope.fill(
             {
-                "body": _ENCODE(_b64(body)),
+                "body": _STR(_b64(body)),
                 "headers.id": task_id,
                 "headers.root_id": task_id,
                 "headers.kwargsrepr": kwargsrepr,
                 "properties.correlation_id": task_id,
-                _TAG: _ENCODE(tag),
+                _TAG: _STR(tag),
             }
         )
-        stamped = _replace(self.commands, "lpush", envelope)
-        if self.event is None or self.event_envelope is None or self.event_commands is None:
-            return stamped
+        if self.event is None:
+            return envelope, None
         event = self.event.fill(
             {
                 "uuid": task_id,
                 "root_id": task_id,
                 "kwargs": kwargsrepr,
                 "clock": _ENCODE(clock),
-                "timestamp": _ENCODE(now),
+                "timestamp": float.__repr__(now),
             }
         )
-        event_envelope = self.event_envelope.fill(
-            {"body": _ENCODE(_b64(event)), _TAG: _ENCODE(event_tag)}
-        )
-        return stamped + _replace(self.event_commands, "publish", event_envelope)
+        return envelope, event
 
 
 def fast_uuid4() -> str:
     """A random (version 4) UUID's text, as ``str(uuid.uuid4())``, without the UUID object."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
-def _payload_text(commands: Commands, name: str) -> str:
-    return next(str(args[1]) for command, args in commands if command == name)
 
 
 def _payload(commands: Commands, name: str) -> dict[str, Any] | None:

@@ -47,6 +47,8 @@ def redact(value: Any, _depth: int = 0) -> Any:
 
 def redact_url(text: str) -> str:
     """``redis://user:secret@host`` becomes ``redis://user:***@host``."""
+    if "://" not in text:  # most strings: no URL, no regex scan
+        return text
     return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 

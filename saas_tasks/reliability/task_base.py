@@ -16,6 +16,8 @@ from typing import Any
 from celery import Task
 from pydantic import BaseModel
 
+from saas_tasks.reliability import stamped_delay
+from saas_tasks.reliability.message_stamp import fast_uuid4
 from saas_tasks.reliability.publishing import PublishGuard, one_round_trip
 from saas_tasks.reliability.retry import RetryPolicy
 
@@ -61,11 +63,21 @@ class ReliableTask(Task):  # type: ignore[misc]
             given = len(args) > 3 or kwargs.get("producer") is not None
             if given or self.app.conf.task_always_eager:
                 return super().apply_async(*args, **kwargs)
+            named = stamped_delay.plain_call(self, args, kwargs)
+            if named is not None:  # a plain .delay(**kwargs): stamped, once learned
+                stamped = stamped_delay.publish(self, named)
+                if stamped is not None:
+                    return stamped
+                kwargs["task_id"] = fast_uuid4()
             # The message and its task-sent event in one round trip (publishing.one_round_trip).
-            with self.app.producer_or_acquire() as producer, one_round_trip(producer) as batched:
-                if batched:  # buffered: no I/O for the publish retry to wrap
-                    kwargs.setdefault("retry", False)
-                return super().apply_async(*args, producer=producer, **kwargs)
+            with self.app.producer_or_acquire() as producer:
+                with one_round_trip(producer) as batched:
+                    if batched:  # buffered: no I/O for the publish retry to wrap
+                        kwargs.setdefault("retry", False)
+                    result = super().apply_async(*args, producer=producer, **kwargs)
+                if named is not None and batched:
+                    stamped_delay.learn(self, named, kwargs["task_id"], producer)
+                return result
 
     @property
     def hard_time_limit(self) -> float:
