@@ -38,8 +38,13 @@ def purge_task_results(
     backend = app.backend
     with recorded("purge_task_results", limits or Limits.from_settings()) as report:
         if not isinstance(backend, DatabaseBackend):
+            # Celery's name for the backend (the pack's RedisResults is Celery's RedisBackend).
+            celery_class = next(
+                (c for c in type(backend).__mro__ if c.__module__.startswith("celery.")),
+                type(backend),
+            )
             report.note = (
-                f"no-op: results live in {type(backend).__name__}, which expires them itself "
+                f"no-op: results live in {celery_class.__name__}, which expires them itself "
                 "(SAAS_TASKS_RESULT_EXPIRES)"
             )
             return report
