@@ -152,11 +152,8 @@ class MessageStamp:
         tag, event_tag, clock, now = _varying(message, event)
         push, sent = stamp._stamped(second, tag, clock, now)
         again = _replace(stamp.commands, "lpush", push)
-        if sent is not None and stamp.event_envelope is not None and stamp.event_commands:
-            envelope = stamp.event_envelope.fill(
-                {"body": _ENCODE(_b64(sent)), _TAG: _ENCODE(event_tag)}
-            )
-            again += _replace(stamp.event_commands, "publish", envelope)
+        if sent is not None and stamp.event_commands:
+            again += _replace(stamp.event_commands, "publish", stamp._sent(sent, event_tag))
         expected = [*message, *(event or [])]
         return stamp if _same(again, expected) else None
 
@@ -216,7 +213,9 @@ class MessageStamp:
             return merged + [
                 command
                 for event in events
-                for command in _replace(self.event_commands, "publish", self._sent(event))
+                for command in _replace(
+                    self.event_commands, "publish", self._sent(event, fast_uuid4())
+                )
             ]
         topic, envelope = group
         body = _ENCODE(_b64(f"[{', '.join(events)}]"))
@@ -241,9 +240,10 @@ class MessageStamp:
         topic = str(topics[0])[: -len("task.sent")] + "task.multi"
         return topic, Template.of(envelope, ["body", _TAG])
 
-    def _sent(self, event: str) -> str:
+    def _sent(self, event: str, tag: str) -> str:
+        """The envelope of one ``task-sent`` event message (its JSON text)."""
         assert self.event_envelope is not None
-        return self.event_envelope.fill({"body": _ENCODE(_b64(event)), _TAG: _ENCODE(fast_uuid4())})
+        return self.event_envelope.fill({"body": _STR(_b64(event)), _TAG: _STR(tag)})
 
     def _stamped(
         self, item: Item, tag: str, clock: int | None, now: float

@@ -75,11 +75,6 @@ def shown(value: Any, levels: int = 20, limit: int = 1024, _depth: int = 0) -> A
     return value
 
 
-def shortened(value: Any, limit: int = 1024) -> Any:
-    """``value`` with long strings and containers cut (and secrets redacted) for a log line."""
-    return shown(value, limit=limit)
-
-
 @functools.lru_cache(maxsize=4096)
 def secret_key(key: str) -> bool:
     """:func:`is_secret_key`, remembered: payloads repeat the same few keys."""

@@ -21,6 +21,7 @@ from saas_tasks.reliability.bulk import enqueue_many
 from saas_tasks.testing import assert_dead_lettered
 from tests import sample_tasks
 from tests.services import free_port
+from tests.web_process import run_against_private_redis, without_ids
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,13 +206,6 @@ print(json.dumps(out))
 """
 
 
-def _without_ids(message: dict[str, Any]) -> dict[str, Any]:
-    headers = {k: v for k, v in message["headers"].items() if k not in ("id", "root_id")}
-    varying = ("correlation_id", "delivery_tag")
-    properties = {k: v for k, v in message["properties"].items() if k not in varying}
-    return {**message, "headers": headers, "properties": properties}
-
-
 def _event_without_ids(event: dict[str, Any]) -> dict[str, Any]:
     varying = ("uuid", "root_id", "clock", "timestamp")
     return {k: v for k, v in event.items() if k not in varying}
@@ -224,24 +218,8 @@ def test_stamped_messages_are_field_for_field_what_delay_pushes_but_their_ids(
     publish signal handlers): read back from a Redis no worker consumes, each message and its
     task-sent event equal ``.delay()``'s but for the ids, tags, clock and time; the stamped
     events come a chunk per message, as a list, the form Celery's event receiver reads."""
-    from tests.services import PrivateRedis
 
-    server = PrivateRedis(tmp_path / "redis").start()
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "RESULT_BACKEND")}
-        env.update(REDIS_URL=server.url, PYTHONPATH=str(ROOT))
-        done = subprocess.run(
-            [sys.executable, "-c", STAMP_SCRIPT, server.url],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-    finally:
-        server.stop()
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_against_private_redis(STAMP_SCRIPT, tmp_path / "redis")
     messages, events, ids = out["messages"], out["events"], out["ids"]
     # .delay() 1 LPUSH; bulk: Celery 2 (one pipeline), then 3 + 2 stamped, one LPUSH a chunk
     # (each in its MULTI/EXEC). Had the stamp been refused, there would be 8 LPUSHes.
@@ -254,7 +232,7 @@ def test_stamped_messages_are_field_for_field_what_delay_pushes_but_their_ids(
     for message in messages:
         assert message["headers"]["root_id"] == message["headers"]["id"]
         assert message["properties"]["correlation_id"] == message["headers"]["id"]
-        assert _without_ids(message) == _without_ids(messages[0])
+        assert without_ids(message) == without_ids(messages[0])
     assert len({m["properties"]["delivery_tag"] for m in messages}) == 8
     assert "tok_secret" not in messages[-1]["headers"]["kwargsrepr"]
     assert messages[-1]["body"][1]["api_token"] == "tok_secret"  # the body keeps the real value

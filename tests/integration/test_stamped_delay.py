@@ -6,16 +6,9 @@ web app."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-from tests.services import PrivateRedis
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.web_process import run_against_private_redis, without_ids
 
 SCRIPT = """
 import base64, json, sys, time
@@ -49,35 +42,10 @@ print(json.dumps({"ids": ids, "messages": messages, "events": sent, "after_five"
 """
 
 
-def _without_ids(message: dict[str, Any]) -> dict[str, Any]:
-    headers = {k: v for k, v in message["headers"].items() if k not in ("id", "root_id")}
-    properties = {
-        k: v
-        for k, v in message["properties"].items()
-        if k not in ("correlation_id", "delivery_tag")
-    }
-    return {**message, "headers": headers, "properties": properties}
-
-
 def test_plain_delays_are_stamped_field_for_field_like_celerys_and_the_rest_are_not(
     tmp_path: Path,
 ) -> None:
-    server = PrivateRedis(tmp_path / "redis").start()
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "RESULT_BACKEND")}
-        env.update(REDIS_URL=server.url, PYTHONPATH=str(ROOT))
-        done = subprocess.run(
-            [sys.executable, "-c", SCRIPT, server.url],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-    finally:
-        server.stop()
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_against_private_redis(SCRIPT, tmp_path / "redis")
     messages, ids = out["messages"], out["ids"]
     # Two through Celery, one stamp learned from them, three stamped; then none stamped.
     assert out["after_five"] == {"stamped": 3, "learned": 1, "refused": 0}
@@ -86,11 +54,11 @@ def test_plain_delays_are_stamped_field_for_field_like_celerys_and_the_rest_are_
     assert [m["headers"]["id"] for m in messages] == ids
     assert [e["uuid"] for e in out["events"]] == ids
     for message in messages[:5]:
-        assert _without_ids(message) == _without_ids(messages[0])
+        assert without_ids(message) == without_ids(messages[0])
         assert message["headers"]["root_id"] == message["headers"]["id"]
         assert "tok_secret" not in message["headers"]["kwargsrepr"]
         assert message["body"][1]["api_token"] == "tok_secret"
     assert messages[5]["headers"]["eta"] is not None  # the countdown went through Celery
-    assert _without_ids(messages[6]) == _without_ids(messages[0])
+    assert without_ids(messages[6]) == without_ids(messages[0])
     clocks = [e["clock"] for e in out["events"]]
     assert clocks == sorted(set(clocks))

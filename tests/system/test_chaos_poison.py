@@ -58,6 +58,19 @@ def entries_by_task_id() -> dict[str, Any]:
     return {entry.task_id: entry for entry in deadletter.list_entries(deadletter.Filters())}
 
 
+def assert_still_consuming(worker: CeleryProcess) -> None:
+    """A good task sent after the poison runs on ``worker``, which is still alive."""
+    marker = uuid.uuid4().hex
+    good = sample_tasks.echo.apply_async((marker,), queue=QUEUE)
+    wait_for(
+        lambda: good.ready() or not worker.alive(),
+        timeout=30,
+        message="the good task to run, or the worker to stop",
+    )
+    assert worker.alive(), worker.log()[-3000:]
+    assert good.get(timeout=5) == marker
+
+
 @pytest.mark.timeout(120)
 def test_poison_messages_are_each_refused_and_dead_lettered_and_the_worker_keeps_consuming(
     system_worker: CeleryProcess, redis_client: Any, tmp_path: Path
@@ -123,16 +136,7 @@ def test_a_queue_entry_that_is_not_a_kombu_envelope_is_dead_lettered_and_the_wor
     raw = b"\x00\xffnot an envelope at all"
     redis_client.lpush(QUEUE, raw)
     redis_client.lpush(QUEUE, json.dumps({"body": "no properties", "headers": {}}))
-    marker = uuid.uuid4().hex
-    good = sample_tasks.echo.apply_async((marker,), queue=QUEUE)
-    wait_for(
-        lambda: good.ready() or not system_worker.alive(),
-        timeout=30,
-        message="the good task to run, or the worker to stop",
-    )
-
-    assert system_worker.alive(), system_worker.log()[-3000:]
-    assert good.get(timeout=5) == marker
+    assert_still_consuming(system_worker)
     stored = wait_for(
         lambda: len(found := entries_by_task_id()) >= 2 and found,
         timeout=30,
@@ -162,16 +166,7 @@ def test_a_message_for_a_known_task_with_a_body_that_is_not_args_kwargs_embed_is
         publish_raw(
             json.dumps(body).encode(), "application/json", protocol2_headers("tests.mark", task_id)
         )
-    marker = uuid.uuid4().hex
-    good = sample_tasks.echo.apply_async((marker,), queue=QUEUE)
-    wait_for(
-        lambda: good.ready() or not system_worker.alive(),
-        timeout=30,
-        message="the good task to run, or the worker to stop",
-    )
-
-    assert system_worker.alive(), system_worker.log()[-3000:]
-    assert good.get(timeout=5) == marker
+    assert_still_consuming(system_worker)
     entries = wait_for(
         lambda: all(t in entries_by_task_id() for t in task_ids) and entries_by_task_id(),
         timeout=30,
