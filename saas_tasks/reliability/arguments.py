@@ -61,17 +61,17 @@ def bind_call(
         kwargs.clear()
         kwargs.update(named)
         return call
-    fields = list(spec.payload.model_fields)
+    fields, accepted, ignores_extra = _shape(spec.payload)
     if len(args) > len(fields):
         raise InvalidPayload(f"{spec.name}: {len(args)} positional arguments, {len(fields)} fields")
-    data = {**dict(zip(fields, args, strict=False)), **kwargs}
+    data = {**dict(zip(fields, args, strict=False)), **kwargs} if args else kwargs.copy()
     # pydantic ignores unknown fields by default: a caller's typo (``tenat=5``) would pass
     # as "no tenant" and widen what the task does. Refused in one message with whatever else
     # is wrong (a model that says extra="forbid" reports them itself; "allow" keeps them).
     problems: list[str] = []
-    unknown = sorted(set(data) - _accepted_names(spec.payload))
-    if unknown and spec.payload.model_config.get("extra", "ignore") == "ignore":
-        for name in unknown:
+    unknown = data.keys() - accepted
+    if unknown and ignores_extra:
+        for name in sorted(unknown):
             hint = difflib.get_close_matches(name, fields, n=1)
             problems.append(
                 f"{name}: unknown argument" + (f" (did you mean {hint[0]!r}?)" if hint else "")
@@ -88,10 +88,13 @@ def bind_call(
 
 
 @functools.cache
-def _accepted_names(model: type[BaseModel]) -> frozenset[str]:
-    names = set(model.model_fields)
+def _shape(model: type[BaseModel]) -> tuple[tuple[str, ...], frozenset[str], bool]:
+    """A payload model's field names, every name it accepts (aliases too), and whether it
+    ignores unknown ones (pydantic's default): worked out once, not on every call."""
+    fields = tuple(model.model_fields)
+    names = set(fields)
     names.update(f.alias for f in model.model_fields.values() if f.alias)
-    return frozenset(names)
+    return fields, frozenset(names), model.model_config.get("extra", "ignore") == "ignore"
 
 
 @functools.cache

@@ -30,7 +30,7 @@ from kombu.serialization import dumps
 
 from saas_tasks.exceptions import BrokerUnavailable, InvalidPayload
 from saas_tasks.reliability.arguments import check_call
-from saas_tasks.reliability.message_stamp import Item, MessageStamp, fast_uuid4, stampable
+from saas_tasks.reliability.message_stamp import Item, MessageStamp, fast_uuid4s, stampable
 from saas_tasks.reliability.message_stamp import dumps as json_dumps
 from saas_tasks.reliability.publishing import PublishGuard, one_round_trip
 from saas_tasks.reliability.redaction import redact_url
@@ -63,7 +63,9 @@ def enqueue_many(
         raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
     task = getattr(task, "_get_current_object", lambda: task)()  # a shared_task proxy
     serializer = task.serializer or task.app.conf.task_serializer
-    items = [_checked(task, serializer, i, payload) for i, payload in enumerate(payloads)]
+    checked = [_checked(task, serializer, i, payload) for i, payload in enumerate(payloads)]
+    ids = fast_uuid4s(len(checked))
+    items = [Item(task_id, *call) for task_id, call in zip(ids, checked, strict=True)]
     if not items:
         return Results(task, [])
     sender = _Sender(task)
@@ -145,8 +147,9 @@ def _publish_stamped(stamp: MessageStamp, channel: Any, chunk: Sequence[Item]) -
         pipe.execute()
 
 
-def _checked(task: Any, serializer: str, index: int, payload: Any) -> Item:
-    """The item of a payload that the worker would accept, or InvalidPayload."""
+def _checked(task: Any, serializer: str, index: int, payload: Any) -> tuple[dict[str, Any], str]:
+    """The keyword arguments of a payload the worker would accept, and their JSON (empty for
+    another serializer); or InvalidPayload."""
     where = f"payloads[{index}]"
     if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
         raise InvalidPayload(
@@ -165,7 +168,7 @@ def _checked(task: Any, serializer: str, index: int, payload: Any) -> Item:
             check_call(task, kwargs)
         except InvalidPayload as exc:
             raise InvalidPayload(f"{where}: {exc}") from None
-    return Item(fast_uuid4(), kwargs, kwargs_json)
+    return kwargs, kwargs_json
 
 
 class _Sender:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import json.encoder
 import os
 import time
 from collections.abc import Sequence
@@ -40,13 +41,25 @@ Commands = list[tuple[str, tuple[Any, ...]]]
 _ENCODE = json.JSONEncoder().encode
 #: A str as JSON (quoted, escaped, ASCII), as the encoder writes one, without its dispatch.
 _STR = encode_basestring_ascii
+#: The C encoder that ``JSONEncoder.encode`` builds afresh on every call, built once, with the
+#: same settings (ASCII, ", " and ": " separators, NaN allowed). Without the circular-reference
+#: marks, which a shared encoder cannot keep across threads: a cycle ends in RecursionError, and
+#: the standard encoder is then asked, to say what is wrong.
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)  # None without the C module
+_C_ENCODE = (
+    _C_MAKE_ENCODER(None, None, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    if _C_MAKE_ENCODER is not None
+    else None
+)
 
 
 def dumps(value: Any) -> str:
     """``value`` as JSON, as kombu writes it (kombu's encoder only for types JSON lacks)."""
     try:
+        if _C_ENCODE is not None and type(value) is dict:
+            return "".join(_C_ENCODE(value, 0))
         return _ENCODE(value)
-    except TypeError:
+    except (TypeError, RecursionError):
         return str(kombu_dumps(value))
 
 
@@ -90,6 +103,8 @@ class Template:
                 raise ValueError(f"field {hole!r} is not in the message once")
             parts[-1:] = [head, tail]
         self.parts = parts
+        # The same text as a %-format, so filling is one C call (every message fills two).
+        self.format = "%s".join(part.replace("%", "%%") for part in parts)
 
     @classmethod
     def of(cls, value: dict[str, Any], holes: Sequence[str]) -> Template:
@@ -105,10 +120,7 @@ class Template:
 
     def fill(self, values: dict[str, str]) -> str:
         """The text with each hole replaced by ``values[hole]`` (JSON text)."""
-        out = [self.parts[0]]
-        for hole, part in zip(self.holes, self.parts[1:], strict=True):
-            out += (values[hole], part)
-        return "".join(out)
+        return self.format % tuple(map(values.__getitem__, self.holes))
 
 
 def _marker(hole: str) -> str:
@@ -150,7 +162,7 @@ class MessageStamp:
             return None
         message, event = (published[2], published[3]) if with_events else (published[1], None)
         tag, event_tag, clock, now = _varying(message, event)
-        push, sent = stamp._stamped(second, tag, clock, now)
+        push, sent = stamp._stamped(second, tag, clock, float.__repr__(now))
         again = _replace(stamp.commands, "lpush", push)
         if sent is not None and stamp.event_commands:
             again += _replace(stamp.event_commands, "publish", stamp._sent(sent, event_tag))
@@ -195,10 +207,11 @@ class MessageStamp:
         and so Flower, reads each), or one message each where no group can be formed."""
         pushes: list[str] = []
         events: list[str] = []
-        forward, now = self.app.clock.forward, time.time()
-        for item in items:
+        forward, now = self.app.clock.forward, float.__repr__(time.time())
+        tags = fast_uuid4s(len(items))
+        for item, tag in zip(items, tags, strict=True):
             clock = forward() if self.event is not None else None
-            push, event = self._stamped(item, fast_uuid4(), clock, now)
+            push, event = self._stamped(item, tag, clock, now)
             pushes.append(push)
             if event is not None:
                 events.append(event)
@@ -245,16 +258,15 @@ class MessageStamp:
         assert self.event_envelope is not None
         return self.event_envelope.fill({"body": _STR(_b64(event)), _TAG: _STR(tag)})
 
-    def _stamped(
-        self, item: Item, tag: str, clock: int | None, now: float
-    ) -> tuple[str, str | None]:
-        """The task message's envelope text and its event's text (None: no event sent)."""
+    def _stamped(self, item: Item, tag: str, clock: int | None, now: str) -> tuple[str, str | None]:
+        """The task message's envelope text and its event's text (None: no event sent);
+        ``now`` is the event's timestamp as JSON text."""
         kwargsrepr = _STR(self.shown_kwargs(item.kwargs))
         task_id = _STR(item.task_id)
         body = f"[[], {item.kwargs_json}, {self.embed_json}]"
         envelope = self.envelope.fill(
             {
-                "body": _STR(_b64(body)),
+                "body": f'"{_b64(body)}"',  # base64 text needs no escaping
                 "headers.id": task_id,
                 "headers.root_id": task_id,
                 "headers.kwargsrepr": kwargsrepr,
@@ -269,8 +281,8 @@ class MessageStamp:
                 "uuid": task_id,
                 "root_id": task_id,
                 "kwargs": kwargsrepr,
-                "clock": _ENCODE(clock),
-                "timestamp": float.__repr__(now),
+                "clock": str(clock) if type(clock) is int else _ENCODE(clock),
+                "timestamp": now,
             }
         )
         return envelope, event
@@ -278,8 +290,21 @@ class MessageStamp:
 
 def fast_uuid4() -> str:
     """A random (version 4) UUID's text, as ``str(uuid.uuid4())``, without the UUID object."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    return _uuid4_text(os.urandom(16).hex())
+
+
+def fast_uuid4s(count: int) -> list[str]:
+    """``count`` of :func:`fast_uuid4`, from one read of the system's random source."""
+    h = os.urandom(16 * count).hex()
+    return [_uuid4_text(h[i : i + 32]) for i in range(0, 32 * count, 32)]
+
+
+def _uuid4_text(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+#: The variant's first hex digit (RFC 4122: binary 10xx) for each random one.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def _payload(commands: Commands, name: str) -> dict[str, Any] | None:

@@ -55,24 +55,41 @@ def shown(value: Any, levels: int = 20, limit: int = 1024, _depth: int = 0) -> A
     """A copy of ``value`` to show: secrets redacted (as :func:`redact`), strings cut at
     ``limit``, at most :data:`ITEMS` items a container, containers nested deeper than
     ``levels`` cut. One pass, so a 5 MB payload is neither copied nor scanned whole on every
-    publish, and the copy's plain ``repr`` stays small."""
-    if isinstance(value, str):
+    publish, and the copy's plain ``repr`` stays small. (Runs for every message published:
+    strings and scalars inside a container are handled in place, not by a call each.)"""
+    kind = type(value)
+    if kind is str:
         return redact_url(value if len(value) <= limit else value[:limit] + "...")
+    if kind in _SCALARS:
+        return value
     if isinstance(value, dict):
         if _depth >= levels:
             return CUT
-        return {
-            key: REDACTED
-            if isinstance(key, str) and secret_key(key)
-            else shown(item, levels, limit, _depth + 1)
-            for key, item in itertools.islice(value.items(), ITEMS)
-        }
+        copy = {}
+        for key, item in (
+            itertools.islice(value.items(), ITEMS) if len(value) > ITEMS else value.items()
+        ):
+            if isinstance(key, str) and secret_key(key):
+                copy[key] = REDACTED
+            elif type(item) in _SCALARS or (
+                type(item) is str and len(item) <= limit and "://" not in item
+            ):
+                copy[key] = item
+            else:
+                copy[key] = shown(item, levels, limit, _depth + 1)
+        return copy
+    if isinstance(value, str):  # a str subclass
+        return redact_url(value if len(value) <= limit else value[:limit] + "...")
     if isinstance(value, list | tuple):
         if _depth >= levels:
             return CUT
         items = [shown(item, levels, limit, _depth + 1) for item in itertools.islice(value, ITEMS)]
         return tuple(items) if isinstance(value, tuple) else items
     return value
+
+
+#: Types shown as they are (exact types: a subclass may have its own ``repr``).
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 @functools.lru_cache(maxsize=4096)
