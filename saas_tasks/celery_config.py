@@ -82,6 +82,10 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.result_expires,
         "result_extended": True,
         "broker_connection_retry_on_startup": True,
+        # A worker or beat that lost the broker retries until it is back (every 2 s at most, see
+        # reliability/reconnect.py) instead of exiting after Celery's 100 attempts: an outage
+        # outlasting them would otherwise need someone to restart every worker.
+        "broker_connection_max_retries": None,
         "broker_connection_timeout": publish_wait / 2,
         # Bounded publish retry: .delay() against a dead broker fails in about publish_timeout.
         "task_publish_retry": True,

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(
         2.0, gt=0, le=60, description="How long .delay() may wait for a dead broker."
     )
+    broker_reconnect_interval_start: float = Field(
+        0.5, ge=0, le=60, description="Seconds before a worker's first broker reconnect attempt."
+    )
+    broker_reconnect_interval_step: float = Field(
+        0.5, ge=0, le=60, description="Seconds added to the wait after each failed attempt."
+    )
+    broker_reconnect_interval_max: float = Field(
+        2.0, gt=0, le=60, description="Longest wait between a worker's reconnect attempts."
+    )
     worker_max_memory_per_child: int = Field(
         512_000, ge=10_000, description="KiB a worker child may grow to before it is replaced."
     )
@@ -307,6 +316,11 @@ class Settings(BaseSettings):
         if self.export_soft_time_limit >= self.export_time_limit:
             raise ValueError(
                 "SAAS_TASKS_EXPORT_SOFT_TIME_LIMIT must be below SAAS_TASKS_EXPORT_TIME_LIMIT"
+            )
+        if self.broker_reconnect_interval_start > self.broker_reconnect_interval_max:
+            raise ValueError(
+                "SAAS_TASKS_BROKER_RECONNECT_INTERVAL_START must not exceed "
+                "SAAS_TASKS_BROKER_RECONNECT_INTERVAL_MAX"
             )
         if self.env == "production" and self.secret_key.strip().lower() in PLACEHOLDER_SECRETS:
             raise ValueError(

@@ -179,8 +179,11 @@ class PoisonSafeConnection(_PoisonSafeChoice, Connection):  # type: ignore[misc]
     Its pool's connections (Celery's producer pool: every ``.delay()``) choose the same way.
     """
 
+    #: The pool class :meth:`Pool` builds (a subclass may name its own; set below).
+    pool_class: type[PoisonSafeConnectionPool]
+
     def Pool(self, limit: int | None = None, **kwargs: Any) -> Any:
-        return PoisonSafeConnectionPool(self, limit=limit, **kwargs)
+        return self.pool_class(self, limit=limit, **kwargs)
 
 
 class PoisonSafePooledConnection(_PoisonSafeChoice, PooledConnection):  # type: ignore[misc]
@@ -188,5 +191,11 @@ class PoisonSafePooledConnection(_PoisonSafeChoice, PooledConnection):  # type: 
 
 
 class PoisonSafeConnectionPool(ConnectionPool):  # type: ignore[misc]
-    def new(self) -> PoisonSafePooledConnection:
-        return PoisonSafePooledConnection(self, **dict(self.connection._info(resolve=False)))
+    #: The class of the connections the pool hands out.
+    connection_class: type[PooledConnection] = PoisonSafePooledConnection
+
+    def new(self) -> Any:
+        return self.connection_class(self, **dict(self.connection._info(resolve=False)))
+
+
+PoisonSafeConnection.pool_class = PoisonSafeConnectionPool

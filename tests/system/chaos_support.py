@@ -22,7 +22,10 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
 
+from saas_tasks.db import session_scope
+from saas_tasks.models import AuditLog
 from tests.services import PrivateRedis, free_port, redis_server_binary
 from tests.system.conftest import ROOT, subprocess_env
 
@@ -126,6 +129,17 @@ class RestartableRedis:
         if self.server is not None:
             self.server.stop()
         self.server = None
+
+
+def audited(prefix: str) -> tuple[int, int]:
+    """(rows, distinct refs) that the tasks of ``prefix`` committed."""
+    with session_scope() as session:
+        rows, refs = session.execute(
+            select(func.count(), func.count(AuditLog.target.distinct())).where(
+                AuditLog.action == "test.audit", AuditLog.target.like(f"{prefix}-%")
+            )
+        ).one()
+    return int(rows), int(refs)
 
 
 # --- a fresh interpreter ---------------------------------------------------------------------

@@ -205,6 +205,18 @@ def system_processes(system_state: Any, tmp_path: Path) -> Iterator[SystemProces
 
 
 @pytest.fixture()
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A :class:`~tests.system.chaos_support.RestartableRedis` of the test's own, stopped after."""
+    from tests.system.chaos_support import RestartableRedis
+
+    server = RestartableRedis(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
 def system_worker(system_processes: SystemProcesses) -> CeleryProcess:
     """One ready prefork worker (two children) on the system queue and ``dead_letter``."""
     return system_processes.worker("worker")

@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from saas_tasks.db import session_scope
-from saas_tasks.models import AuditLog
 from tests.conftest import wait_for
 from tests.services import redis_answers
-from tests.system.chaos_support import RestartableRedis, run_python
+from tests.system.chaos_support import RestartableRedis, audited, run_python
 from tests.system.conftest import QUEUE, SystemProcesses
 from tests.system.test_broker_down import SCRIPT as PROBE  # .delay(), timed, as JSON
 
@@ -40,28 +35,8 @@ print(json.dumps({{"enqueued": {count}}}))
 """
 
 
-@pytest.fixture()
-def private_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 #: Messages a Redis SIGKILL can catch between BRPOP and kombu's unacked record.
 IN_FETCH_AT_KILL = 1
-
-
-def audited(prefix: str) -> tuple[int, int]:
-    """(rows, distinct refs) that the tasks of ``prefix`` committed."""
-    with session_scope() as session:
-        rows, refs = session.execute(
-            select(func.count(), func.count(AuditLog.target.distinct())).where(
-                AuditLog.action == "test.audit", AuditLog.target.like(f"{prefix}-%")
-            )
-        ).one()
-    return int(rows), int(refs)
 
 
 @pytest.mark.timeout(120)
