@@ -102,8 +102,10 @@ class IdempotencyRecord(Base):
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     task_name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16))  # running, succeeded
+    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, released
     owner_task_id: Mapped[str | None] = mapped_column(String(255))
+    #: the token of the run that holds (or last held) the claim: see reliability/lease.py
+    claim_token: Mapped[str | None] = mapped_column(String(255))
     result: Mapped[Any] = mapped_column(Json, nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

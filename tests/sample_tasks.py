@@ -117,6 +117,31 @@ def slow_once(ref: str, seconds: float) -> dict[str, Any]:
     return {"ref": ref, "finished": time.time()}
 
 
+register_policy(RetryPolicy("test_patient", max_attempts=12, base=0.3, cap=5.0, jitter=False))
+
+
+@task(name="tests.slow_leased", retry="test_patient")
+@idempotent("ref", lease=1.0)
+def slow_leased(ref: str, seconds: float) -> dict[str, Any]:
+    """An idempotent effect that outlasts its one-second lease several times over: only its
+    heartbeat keeps the claim, and duplicates retry (``test_patient``) until it is done."""
+    note("slow-leased", ref)
+    time.sleep(seconds)
+    return {"ref": ref, "finished": time.time()}
+
+
+@task(name="tests.flaky_once", retry="test_fast")
+@idempotent("ref")
+def flaky_once(ref: str) -> dict[str, Any]:
+    """An idempotent effect whose first attempt fails with a transient error after the claim
+    is taken: the claim must be released for the retry to claim the key again."""
+    attempt = int(effects().incr(f"test:attempts:{ref}"))
+    if attempt == 1:
+        raise TransientError(f"flaky_once {ref}: the first attempt fails on purpose")
+    note("flaky-once", ref)
+    return {"ref": ref, "attempts": attempt}
+
+
 @task(name="tests.mark")
 def mark(kind: str, value: Any = "") -> int:
     """Appends ``value`` to the Redis list ``test:<kind>``: a visible trace that the task ran

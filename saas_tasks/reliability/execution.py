@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from saas_tasks.reliability import idempotency, metrics
 from saas_tasks.reliability.arguments import bind_call, key_for
+from saas_tasks.reliability.lease import Lease
 from saas_tasks.reliability.runs import RunTracker, scheduled_task_names
 from saas_tasks.reliability.singleton import OverlapLock
 from saas_tasks.reliability.task_base import ReliableTask, TaskSpec
@@ -108,16 +109,18 @@ def _idempotent_call(
         if not ran:
             log.info("%s[%s] duplicate of %s: returning the first result", spec.name, task_id, key)
         return result
-    claim = idempotency.claim(key, spec.name, task_id, ttl_seconds=task.hard_time_limit)
+    lease = Lease(task.hard_time_limit, idem.lease)
+    claim = idempotency.claim(key, spec.name, task_id, lease)
     if not claim.acquired:
         log.info("%s[%s] duplicate of %s: returning the first result", spec.name, task_id, key)
         return claim.result
     try:
-        result = _jsonable(call())
+        with lease.heartbeat(lambda: idempotency.renew(claim, lease), spec.name):
+            result = _jsonable(call())
     except BaseException:
-        idempotency.release(key, task_id)
+        idempotency.release(claim)
         raise
-    idempotency.complete(key, task_id, result)
+    idempotency.complete(claim, result)
     return result
 
 

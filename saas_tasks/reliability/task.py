@@ -75,11 +75,13 @@ def retry(policy: str | RetryPolicy) -> Callable[[F], F]:
     return decorate
 
 
-def idempotent(*key: str, transactional: bool = False) -> Callable[[F], F]:
+def idempotent(
+    *key: str, transactional: bool = False, lease: float | None = None
+) -> Callable[[F], F]:
     """Declare that the function's side effect happens once per key (see :class:`Idempotent`)."""
 
     def decorate(fn: F) -> F:
-        _declare(fn, "idempotent", Idempotent(tuple(key), transactional))
+        _declare(fn, "idempotent", Idempotent(tuple(key), transactional, lease))
         return fn
 
     return decorate

@@ -26,10 +26,13 @@ from saas_tasks.reliability.retry import RetryPolicy
 class Idempotent:
     """Once per key: ``key`` names payload fields; without them the caller passes
     ``idempotency_key=``. ``transactional`` hands the function a session whose commit also
-    records the key."""
+    records the key. ``lease`` (seconds, default
+    :data:`~saas_tasks.reliability.lease.LEASE_SECONDS`) is how long a claim outlives its run's
+    last heartbeat: how soon a dead run's key comes free."""
 
     key: tuple[str, ...] = ()
     transactional: bool = False
+    lease: float | None = None
 
 
 @dataclass(frozen=True)
