@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,7 @@ def run(kind: str, rows: int) -> None:
         pd.read_sql(query, engine).to_csv(workdir / "pandas.csv", index=False)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux → MiB
+    shutil.rmtree(workdir, ignore_errors=True)  # a 1M-row run writes ~100 MB a format
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak}))
 
 
