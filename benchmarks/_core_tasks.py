@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from saas_tasks import app, task
+from saas_tasks import Idempotent, app, task
 
 QUEUE = "bench-core"
 PACK, PLAIN = "bench.core.noop_pack", "bench.core.noop_plain"
+KEYED = "bench.core.noop_keyed"
 
 
 class NoopPayload(BaseModel):
@@ -24,3 +25,11 @@ def noop_pack(payload: NoopPayload) -> None:
 @app.task(name=PLAIN, queue=QUEUE)  # type: ignore[misc]
 def noop_plain(n: int) -> None:
     """Does nothing, as plain Celery runs it."""
+
+
+@task(
+    name=KEYED, queue=QUEUE, payload=NoopPayload, retry="default", idempotent=Idempotent(key=("n",))
+)
+def noop_keyed(payload: NoopPayload) -> None:
+    """Does nothing, through the whole core and an idempotency key (its claim, lease and
+    recorded result: two database writes a run)."""
