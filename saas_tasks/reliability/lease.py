@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,29 +61,85 @@ class Lease:
 
     @contextmanager
     def heartbeat(self, renew: Callable[[], bool], what: str) -> Iterator[None]:
-        """Call ``renew()`` every third of the lease until the block ends, in a daemon thread.
+        """Call ``renew()`` every third of the lease until the block ends.
 
         ``renew`` extends the claim and returns whether the run still holds anything; once it
         returns False (recorded, released or taken over) the heartbeat stops. A beat that fails
-        is logged and tried again at the next one: a lease outlasts two missed beats.
+        is logged and tried again at the next one: a lease outlasts two missed beats. The beats
+        of every run in the process share one daemon thread (:data:`HEARTBEATS`): starting and
+        joining a thread per run would cost more than a no-op task's whole run.
         """
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._beat, args=(renew, what, stop), name=f"lease-{self.token}", daemon=True
-        )
-        beat.start()
+        beat = _Beat(renew, what, self.token, self.seconds / 3)
+        HEARTBEATS.add(beat)
         try:
             yield
         finally:
-            stop.set()
-            beat.join(self.seconds)
+            HEARTBEATS.discard(beat)
 
-    def _beat(self, renew: Callable[[], bool], what: str, stop: threading.Event) -> None:
-        while not stop.wait(self.seconds / 3):
-            try:
-                if not renew():
-                    return
-            except Exception as exc:
-                log.warning(
-                    "%s lease %s not renewed: %s: %s", what, self.token, type(exc).__name__, exc
-                )
+
+class _Beat:
+    """One run's heartbeat: what to call, how often, and when next."""
+
+    def __init__(self, renew: Callable[[], bool], what: str, token: str, every: float) -> None:
+        self.renew, self.what, self.token, self.every = renew, what, token, every
+        self.due = time.monotonic() + every
+
+    def run(self) -> bool:
+        """Renew once; False when the run holds nothing any more (no further beats)."""
+        try:
+            if not self.renew():
+                return False
+        except Exception as exc:
+            log.warning(
+                "%s lease %s not renewed: %s: %s", self.what, self.token, type(exc).__name__, exc
+            )
+        self.due = time.monotonic() + self.every
+        return True
+
+
+class Heartbeats:
+    """The process's beating leases and the one daemon thread that renews them when due.
+
+    The thread is started on first use in each process (a prefork child does not inherit its
+    parent's threads) and sleeps until the earliest beat is due or a lease is added.
+    """
+
+    def __init__(self) -> None:
+        self._beats: set[_Beat] = set()
+        self._changed = threading.Condition()
+        self._pid: int | None = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: none of the parent's runs, a fresh lock (the parent's thread may
+        have held it at the fork), and a thread of its own on first use."""
+        self.__init__()  # type: ignore[misc]
+
+    def add(self, beat: _Beat) -> None:
+        with self._changed:
+            self._beats.add(beat)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop, name="lease-heartbeats", daemon=True).start()
+            self._changed.notify()
+
+    def discard(self, beat: _Beat) -> None:
+        with self._changed:
+            self._beats.discard(beat)
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [beat for beat in self._beats if beat.due <= now]
+                if not due:
+                    wait = min((beat.due for beat in self._beats), default=now + 60) - now
+                    self._changed.wait(max(wait, 0.01))
+                    continue
+            for beat in due:  # outside the lock: a renewal is a database round trip
+                if not beat.run():
+                    self.discard(beat)
+
+
+#: The process's heartbeats (see :class:`Heartbeats`).
+HEARTBEATS = Heartbeats()
+os.register_at_fork(after_in_child=HEARTBEATS.forget_after_fork)
