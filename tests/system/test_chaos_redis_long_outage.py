@@ -34,11 +34,7 @@ RETRY_WAIT = re.compile(r"Trying again in ([0-9.]+) seconds")
 def test_after_a_long_outage_the_worker_retries_every_two_seconds_and_consumes_at_once(
     system_processes: SystemProcesses, private_redis: RestartableRedis
 ) -> None:
-    on_private = {
-        "REDIS_URL": private_redis.url,
-        "BROKER_URL": private_redis.url,
-        "RESULT_BACKEND": private_redis.url,
-    }
+    on_private = private_redis.env
     worker = system_processes.worker("consumer", **on_private)
     prefix = f"outage-{time.monotonic_ns()}"
 

@@ -43,11 +43,7 @@ IN_FETCH_AT_KILL = 1
 def test_a_redis_restart_loses_no_enqueued_task_fails_delay_fast_and_the_worker_resumes(
     system_processes: SystemProcesses, private_redis: RestartableRedis
 ) -> None:
-    on_private = {
-        "REDIS_URL": private_redis.url,
-        "BROKER_URL": private_redis.url,
-        "RESULT_BACKEND": private_redis.url,
-    }
+    on_private = private_redis.env
     prefix = f"backlog-{time.monotonic_ns()}"
     # The backlog is enqueued before any worker runs, so that most of it waits in Redis.
     enqueue = ENQUEUE.format(count=BACKLOG, prefix=prefix, queue=QUEUE)
