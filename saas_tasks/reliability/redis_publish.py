@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class RecordingPublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]
@@ -62,6 +63,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if client:
             yield client
             return
+        if self._pool is None and self.connection.client is None:
+            # The connection was collected (Celery does so when it loses the broker), so no
+            # pool can be built: kombu would fail with AttributeError, which stops a worker
+            # closing this channel to reconnect (restoring its unacked messages is the call
+            # that gets here). A connection error is what Celery expects and ignores there;
+            # the messages stay in the broker's unacked set until the visibility timeout.
+            raise RedisConnectionError("the broker connection is closed (collected)")
         shared = self._shared_client
         # A fork or a close drops the pool (``_disconnect_pools``); a client of the old pool
         # would keep its connections, so it is rebuilt on the pool in use.
