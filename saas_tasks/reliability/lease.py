@@ -105,14 +105,14 @@ class Heartbeats:
     """
 
     def __init__(self) -> None:
+        self.forget_after_fork()
+
+    def forget_after_fork(self) -> None:
+        """No runs, a fresh lock and no thread yet: the start state, and a forked child's (the
+        parent's runs are not its own, and the parent's thread may have held the lock)."""
         self._beats: set[_Beat] = set()
         self._changed = threading.Condition()
         self._pid: int | None = None
-
-    def forget_after_fork(self) -> None:
-        """In a forked child: none of the parent's runs, a fresh lock (the parent's thread may
-        have held it at the fork), and a thread of its own on first use."""
-        self.__init__()  # type: ignore[misc]
 
     def add(self, beat: _Beat) -> None:
         with self._changed:

@@ -169,23 +169,6 @@ class _PoisonSafeChoice:
         return POISON_SAFE.get(resolved, resolved)
 
 
-class PoisonSafeConnection(_PoisonSafeChoice, Connection):  # type: ignore[misc]
-    """kombu's connection, with :class:`PoisonSafeTransport` where kombu picks its Redis one.
-
-    The choice is made on the transport class kombu resolved from the URL, not by passing
-    ``transport=`` (Celery's ``broker_transport``): an explicit transport would lose what kombu
-    derives from the scheme (``rediss://``'s TLS default, ``redis+socket://``'s prefix, the
-    scheme in ``as_uri()`` that Flower reads) and would not survive a failover ``switch()``.
-    Its pool's connections (Celery's producer pool: every ``.delay()``) choose the same way.
-    """
-
-    #: The pool class :meth:`Pool` builds (a subclass may name its own; set below).
-    pool_class: type[PoisonSafeConnectionPool]
-
-    def Pool(self, limit: int | None = None, **kwargs: Any) -> Any:
-        return self.pool_class(self, limit=limit, **kwargs)
-
-
 class PoisonSafePooledConnection(_PoisonSafeChoice, PooledConnection):  # type: ignore[misc]
     """A pooled connection (kombu's, closed on error) choosing as :class:`PoisonSafeConnection`."""
 
@@ -198,4 +181,18 @@ class PoisonSafeConnectionPool(ConnectionPool):  # type: ignore[misc]
         return self.connection_class(self, **dict(self.connection._info(resolve=False)))
 
 
-PoisonSafeConnection.pool_class = PoisonSafeConnectionPool
+class PoisonSafeConnection(_PoisonSafeChoice, Connection):  # type: ignore[misc]
+    """kombu's connection, with :class:`PoisonSafeTransport` where kombu picks its Redis one.
+
+    The choice is made on the transport class kombu resolved from the URL, not by passing
+    ``transport=`` (Celery's ``broker_transport``): an explicit transport would lose what kombu
+    derives from the scheme (``rediss://``'s TLS default, ``redis+socket://``'s prefix, the
+    scheme in ``as_uri()`` that Flower reads) and would not survive a failover ``switch()``.
+    Its pool's connections (Celery's producer pool: every ``.delay()``) choose the same way.
+    """
+
+    #: The pool class :meth:`Pool` builds (a subclass names its own).
+    pool_class: type[PoisonSafeConnectionPool] = PoisonSafeConnectionPool
+
+    def Pool(self, limit: int | None = None, **kwargs: Any) -> Any:
+        return self.pool_class(self, limit=limit, **kwargs)
