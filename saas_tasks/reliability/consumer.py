@@ -9,16 +9,24 @@ embed]`` is worse: Celery unpacks it while building the request, in the consumer
 and the ``ValueError`` stops the worker ("Unrecoverable error"). Each task's strategy is
 wrapped here to check the body's shape first and refuse it as an invalid task, which Celery
 rejects and the ``task_rejected`` hook dead-letters; the worker goes on.
+
+On a lost broker connection, Celery stops the late-acked tasks that were running
+(``worker_cancel_long_running_tasks_on_connection_loss``), leaving their messages to be
+delivered again. It records that it did so only after storing a RETRY state in the result
+backend; when that backend is the Redis that just went away, the store fails, the flag is never
+set, and the stopped task's end is taken for a revoke: its message is *acked*, and the task is
+lost (seen in the Redis restart chaos test). Here the flag is set before Celery cancels.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
+from celery.worker.state import active_requests
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
@@ -28,10 +36,24 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
 
         publish_entry(self.app, entry_from_message(message, "decode_error", exc))
 
+    def on_connection_error_after_connected(self, exc: BaseException) -> None:
+        if self.app.conf.worker_cancel_long_running_tasks_on_connection_loss:
+            keep_for_redelivery(tuple(active_requests))
+        super().on_connection_error_after_connected(exc)
+
     def update_strategies(self) -> None:
         super().update_strategies()
         for name, strategy in list(self.strategies.items()):
             self.strategies[name] = shape_checked(strategy)
+
+
+def keep_for_redelivery(requests: Iterable[Any]) -> None:
+    """Mark the late-acked ``requests`` not acked yet as cancelled, the mark Celery sets only
+    once the result backend took its RETRY state: whatever the backend says, the end of a task
+    Celery is about to stop must not ack its message, which is to be delivered again."""
+    for request in requests:
+        if request.task.acks_late and not request.acknowledged:
+            request._already_cancelled = True
 
 
 def shape_checked(strategy: Callable[..., Any]) -> Callable[..., Any]:

@@ -19,6 +19,8 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from saas_tasks.reliability.unacked_restore import RestoringQoS, restore_stranded
+
 
 class RecordingPublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]
     """kombu's publish batch, keeping the Redis commands of each message it buffers: what
@@ -44,9 +46,14 @@ class RecordingPublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
+    QoS = RestoringQoS
     _shared_client: Any = None
     #: The last publish batch this channel made (a producer batch makes one per channel).
     last_batch: RecordingPublishBatch | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # kombu pings Redis here: it answers
+        restore_stranded(self)  # what a lost connection left unacked (unacked_restore)
 
     def create_publish_batch(self, max_size: int) -> RecordingPublishBatch:
         self.last_batch = RecordingPublishBatch(self, max_size)
@@ -68,7 +75,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             # pool can be built: kombu would fail with AttributeError, which stops a worker
             # closing this channel to reconnect (restoring its unacked messages is the call
             # that gets here). A connection error is what Celery expects and ignores there;
-            # the messages stay in the broker's unacked set until the visibility timeout.
+            # RestoringQoS keeps the tags, and this process puts them back once reconnected.
             raise RedisConnectionError("the broker connection is closed (collected)")
         shared = self._shared_client
         # A fork or a close drops the pool (``_disconnect_pools``); a client of the old pool

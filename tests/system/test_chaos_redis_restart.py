@@ -18,8 +18,11 @@ import contextlib
 import time
 
 import pytest
+import redis
 
+from saas_tasks.app import app
 from tests.conftest import wait_for
+from tests.sample_tasks import slow
 from tests.services import redis_answers
 from tests.system.chaos_support import RestartableRedis, audited, run_python
 from tests.system.conftest import QUEUE, SystemProcesses
@@ -35,7 +38,7 @@ print(json.dumps({{"enqueued": {count}}}))
 """
 
 
-#: Messages a Redis SIGKILL can catch between BRPOP and kombu's unacked record.
+#: Messages a Redis SIGKILL can take for good: a BRPOP reply logged but not sent.
 IN_FETCH_AT_KILL = 1
 
 
@@ -68,8 +71,9 @@ def test_a_redis_restart_loses_no_enqueued_task_fails_delay_fast_and_the_worker_
     )
     resumed_after = time.monotonic() - back
     # kombu's Redis transport takes a message in two steps, BRPOP then recording it as
-    # unacked: a server killed between the two loses that one message (a restart that is
-    # not a SIGKILL loses nothing). One worker with prefetch 1 has at most one in that gap.
+    # unacked; the pack keeps the worker's copy of a message caught between the two and puts
+    # it back (reliability/unacked_restore.py). What a SIGKILL can still take is a BRPOP
+    # reply Redis had logged but not yet sent: at most one, as the worker has one BRPOP out.
     wait_for(
         lambda: audited(prefix)[1] >= BACKLOG - IN_FETCH_AT_KILL,
         timeout=60,
@@ -83,7 +87,7 @@ def test_a_redis_restart_loses_no_enqueued_task_fails_delay_fast_and_the_worker_
         f"\nchaos redis: {BACKLOG} enqueued, {done_at_kill} done at the kill, {waiting} when "
         f"Redis came back; .delay() failed in {probe['elapsed']:.2f}s; consuming again "
         f"{resumed_after:.2f}s after Redis came back; {rows} rows for {refs} refs "
-        f"({BACKLOG - refs} lost in the fetch the kill cut)"
+        f"({BACKLOG - refs} lost in a reply the kill cut)"
     )
 
     assert probe["type"] == "saas_tasks.exceptions.BrokerUnavailable", probe
@@ -92,4 +96,42 @@ def test_a_redis_restart_loses_no_enqueued_task_fails_delay_fast_and_the_worker_
     assert "nothing was enqueued" in probe["message"]
     assert resumed_after < 10
     assert rows == refs >= BACKLOG - IN_FETCH_AT_KILL  # every task ran, and ran once
+    assert worker.alive()
+
+
+@pytest.mark.timeout(90)
+def test_a_late_acked_task_stopped_by_the_redis_loss_runs_again_once_redis_is_back(
+    system_processes: SystemProcesses, private_redis: RestartableRedis
+) -> None:
+    """Celery stops a late-acked task that is running when the broker goes (it can no longer be
+    acked) and leaves its message to be delivered again. Its result backend is the same Redis,
+    so Celery's record of that stop fails; Celery then took the stopped task for a revoked one
+    and acked its message once Redis was back: the task never ran again. (Before the fix this
+    was most of the backlog test's "lost in the fetch" count.)"""
+    worker = system_processes.worker("consumer", **private_redis.env)
+    marker = f"stopped-{time.monotonic_ns()}"
+    with app.connection_for_write(private_redis.url) as connection:
+        slow.apply_async(
+            kwargs={"seconds": 2.0, "marker": marker}, queue=QUEUE, connection=connection
+        )
+
+    def noted(kind: str) -> list[str]:
+        values = redis.Redis.from_url(private_redis.url).lrange(f"test:{kind}", 0, -1)
+        return [value.decode() for value in values if value.decode().startswith(marker)]
+
+    wait_for(lambda: noted("slow-started"), timeout=20, message="the task to start")
+    private_redis.kill()
+    worker.wait_for_log("Terminating it instead", timeout=15)  # Celery stops the task
+    private_redis.start()  # back at once: Celery's ack of a "revoked" task would get through
+
+    wait_for(
+        lambda: noted("slow-finished"),
+        timeout=45,
+        message="the stopped task to be delivered again and run to its end",
+    )
+    started, finished = noted("slow-started"), noted("slow-finished")
+    print(f"\nstopped task: started {len(started)} times, finished {len(finished)}")
+    assert len(started) == 2  # the stopped run, then the redelivered one
+    assert finished == [marker]
+    assert "revoked" not in worker.log().lower()
     assert worker.alive()
