@@ -44,3 +44,4 @@ app.autodiscover_tasks(lambda: FAMILIES, related_name="tasks")
 importlib.import_module("saas_tasks.reliability.hooks")  # dead-letter and start-up checks
 importlib.import_module("saas_tasks.schedules.beat")  # beat says what it fires, or that it won't
 importlib.import_module("saas_tasks.logs")  # task_name[task_id] on every line, JSON, Sentry
+importlib.import_module("saas_tasks.reliability.shown_results")  # results shown redacted

@@ -1,6 +1,6 @@
 """A real Flower (``celery flower --conf=config/flowerconfig.py``) over the real broker, with the
-in-process worker behind it: the arguments it shows are redacted like the logs, and /metrics
-serves the pack's counters behind the same login as every other route."""
+in-process worker behind it: the arguments and results it shows are redacted like the logs,
+and /metrics serves the pack's counters behind the same login as every other route."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def flower(worker: Any, tmp_path: Path) -> Iterator[str]:
         process.wait(10)
 
 
-def test_flower_shows_task_arguments_redacted_like_the_logs(
+def test_flower_shows_task_arguments_and_results_redacted_like_the_logs(
     flower: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     result = sample_tasks.fixable.delay("flower-key", "hunter2-secret")
@@ -86,9 +86,14 @@ def test_flower_shows_task_arguments_redacted_like_the_logs(
     assert fixable["args"] == "('flower-key', '[REDACTED]')"
     wait_for(lambda: "dead letter" in caplog.text, message="the dead-letter alert's log line")
     assert "hunter2-secret" not in caplog.text  # the alert hides it by parameter name too
-    # (its *result* is the value itself: results are shown as returned, so return no secrets)
     assert "tok-123" not in echo["args"] and ":pw@" not in echo["args"]
     assert "'api_token': '[REDACTED]'" in echo["args"]
+    # echo returns its argument: the result Flower shows and the worker logs is redacted too,
+    # the stored one (what .get() returns) is the real value.
+    assert "tok-123" not in echo["result"] and ":pw@" not in echo["result"]
+    assert "'api_token': '[REDACTED]'" in echo["result"]
+    assert "tok-123" not in caplog.text and f"{other.id}] succeeded" in caplog.text
+    assert other.get(timeout=10)["api_token"] == "tok-123"
 
 
 def test_metrics_count_dead_letters_exhausted_retries_and_skips_behind_the_login(
