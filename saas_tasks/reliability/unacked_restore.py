@@ -135,12 +135,12 @@ def restore_stranded(channel: Any) -> int:
     if not len(STRANDED):
         return 0
     where = broker_key(channel)
-    tags = STRANDED.take(where)
-    for done, (tag, copy) in enumerate(list(tags.items())):
+    tags = list(STRANDED.take(where).items())
+    for done, (tag, copy) in enumerate(tags):
         try:
             put_back(channel, tag, copy)
         except channel.connection_errors as exc:
-            STRANDED.give_back(where, dict(list(tags.items())[done:]))
+            STRANDED.give_back(where, dict(tags[done:]))
             log.warning("could not put back %d message(s) yet: %s", len(tags) - done, exc)
             return done
     if tags:
